@@ -1,0 +1,232 @@
+"""The training loop: `fit(config, report=callback, state=None)`.
+
+Every `eval_every` steps it evaluates on the validation split and hands `report` the
+metric dict of DESIGN.md plus a checkpointable state (CPU copies: models, optimisers,
+step, sampler, RNG states, feedback baseline). Giving that state back to `fit` continues
+the same run. Metrics stay on the device between reports: one host sync per report, plus
+one every `FINITE_CHECK_EVERY` steps to stop a diverging run early.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from smpl_core import losses
+from smpl_core.config import SMPLConfig
+from smpl_core.data import Sampler, Splits, load_splits
+from smpl_core.models import build_model, resolve_model_name
+from smpl_core.step import StepSettings, mpl_step, smpl_step, supervised_step
+
+Report = Callable[[dict[str, Any], "dict | None"], None]
+FINITE_CHECK_EVERY = 10  # steps between host checks for a non-finite loss
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, Any]  # the last report
+    model: nn.Module  # the model that is evaluated (SMPL's one model, MPL's student)
+    splits: Splits
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"`device` must name an available device, but got device={name!r} "
+                         "and CUDA is not available.")
+    return torch.device(name)
+
+
+def _autocast(cfg: SMPLConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else None
+
+
+def _optimizer(cfg: SMPLConfig, model: nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0,
+                           weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, splits: Splits, x: torch.Tensor, y: torch.Tensor,
+             batch: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` in eval mode on stored examples."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=y.device)
+    total_loss = torch.zeros((), device=y.device)
+    for i in range(0, len(y), batch):
+        z = model(splits.inputs(x[i:i + batch])).float()
+        correct += (z.argmax(-1) == y[i:i + batch]).sum()
+        total_loss += F.cross_entropy(z, y[i:i + batch], reduction="sum")
+    model.train(was_training)
+    return (correct / len(y)).item(), (total_loss / len(y)).item()
+
+
+def _rng_state(device: torch.device) -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+          "python": random.getstate()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def _cpu_copy(obj):
+    """Deep copy with every tensor on the CPU, so training on does not change a snapshot."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+class _Run:
+    """The models, optimisers and sampler of one run, and how to snapshot them."""
+
+    def __init__(self, cfg: SMPLConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.splits = load_splits(cfg, device)
+        name = resolve_model_name(cfg.model, cfg.dataset)
+        self.models: dict[str, nn.Module] = {}
+        roles = ("teacher", "student") if cfg.method == "mpl" else ("model",)
+        for role in roles:
+            m = build_model(name, self.splits.input_shape, self.splits.num_classes).to(device)
+            if cfg.channels_last and device.type == "cuda" and self.splits.is_image:
+                m = m.to(memory_format=torch.channels_last)
+            self.models[role] = m.train()
+        self.optimizers = {role: _optimizer(cfg, m) for role, m in self.models.items()}
+        self.sampler = Sampler(self.splits, cfg.batch_size, cfg.mu,
+                               unlabeled=cfg.method != "supervised")
+        self.baseline = torch.zeros((), device=device)
+        self.step = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.models.get("student", self.models.get("model"))
+
+    def state(self) -> dict:
+        return _cpu_copy({
+            "step": self.step, "config": self.cfg.to_dict(),
+            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "sampler": self.sampler.state_dict(), "baseline": self.baseline,
+            "rng": _rng_state(self.device)})
+
+    def load(self, st: dict) -> None:
+        for k, m in self.models.items():
+            m.load_state_dict(st["models"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(st["optimizers"][k])
+        self.sampler.load_state_dict(st["sampler"])
+        self.baseline = st["baseline"].to(self.device)
+        self.step = int(st["step"])
+        _set_rng_state(st["rng"], self.device)
+
+    def train_step(self, autocast) -> dict[str, torch.Tensor]:
+        cfg, k = self.cfg, self.step
+        lr = losses.lr_at(k, cfg.lr, cfg.lr_warmup_steps, cfg.steps)
+        for o in self.optimizers.values():
+            for g in o.param_groups:
+                g["lr"] = lr
+        s = StepSettings.from_config(cfg, lr, losses.beta_at(k, cfg.beta_zero, cfg.uda_warmup_steps),
+                                     autocast)
+        b = self.sampler.next()
+        if cfg.method == "smpl":
+            out, self.baseline = smpl_step(self.models["model"], self.optimizers["model"], b, s,
+                                           self.baseline)
+        elif cfg.method == "mpl":
+            out, self.baseline = mpl_step(self.models["teacher"], self.models["student"],
+                                          self.optimizers["teacher"], self.optimizers["student"],
+                                          b, s, self.baseline)
+        else:
+            out, self.baseline = supervised_step(self.models["model"], self.optimizers["model"], b,
+                                                 s, self.baseline)
+        self.step += 1
+        return out
+
+    def images_per_step(self) -> int:
+        b = self.cfg.batch_size
+        return b if self.cfg.method == "supervised" else b + 2 * self.cfg.mu * b
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(config: SMPLConfig | dict, report: Report | None = None, state: dict | None = None,
+        ) -> FitResult:
+    cfg = config if isinstance(config, SMPLConfig) else SMPLConfig.from_dict(config)
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed)
+    run = _Run(cfg, device)
+    if state is not None:
+        run.load(state)
+    autocast = _autocast(cfg, device)
+    history: list[dict[str, Any]] = []
+    sums: dict[str, torch.Tensor] = {}
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    steps_in_window, t0 = 0, time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    metrics: dict[str, Any] = {}
+    while run.step < cfg.steps:
+        step = run.step
+        out = run.train_step(autocast)
+        finite = out.pop("finite")
+        first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + v.float()
+        steps_in_window += 1
+        at_report = run.step % cfg.eval_every == 0 or run.step == cfg.steps
+        if at_report or run.step % FINITE_CHECK_EVERY == 0:
+            bad_step = int(first_bad.item())
+            if bad_step >= 0:  # never train on, and never checkpoint, a non-finite model
+                metrics = {"diverged": True, "step": bad_step, "val_accuracy": 0.0}
+                history.append(metrics)
+                if report is not None:
+                    report(dict(metrics), None)
+                return FitResult(metrics, run.eval_model, run.splits, history)
+        if not at_report:
+            continue
+        val_acc, val_loss = evaluate(run.eval_model, run.splits, run.splits.x_val, run.splits.y_val)
+        elapsed = time.perf_counter() - t0
+        metrics = {k: (v / steps_in_window).item() for k, v in sums.items()}
+        metrics.update({
+            "val_accuracy": val_acc, "val_loss": val_loss,
+            "images_per_s": steps_in_window * run.images_per_step() / elapsed,
+            "gpu_mem_peak_mb": (torch.cuda.max_memory_allocated(device) / 2**20
+                                if device.type == "cuda" else 0.0),
+            "step": run.step, "diverged": False})
+        history.append(metrics)
+        if report is not None:
+            report(dict(metrics), run.state())
+        sums, steps_in_window, t0 = {}, 0, time.perf_counter()
+    return FitResult(metrics, run.eval_model, run.splits, history)
+
+
+def test_accuracy(result: FitResult) -> float:
+    """Accuracy on the untouched test split: for a final config, never inside a sweep."""
+    return evaluate(result.model, result.splits, result.splits.x_test, result.splits.y_test)[0]
