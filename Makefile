@@ -1,0 +1,29 @@
+# The two commands of a fresh machine: `make tune` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test tune lint clean
+
+install: $(STAMP)
+
+# Idempotent: re-runs only when the requirements change. pip (not uv/poetry) so that the
+# torch wheels on local disk are used.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+tune: install
+	$(VENV)/bin/tune-smpl tune $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,43 @@
+"""The `tune-smpl` command: train | tune | export | ui.
+
+Bad input anywhere (config, space, flags, data paths) ends the command with one line on
+stderr naming the field, the rule and the value, and exit status 2, before work is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tune_smpl import train_cmd
+
+SUBCOMMANDS = [train_cmd]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: one line, status 2
+        self.exit(2, f"tune-smpl: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tune-smpl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError) as e:
+        print(f"tune-smpl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tune-smpl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Start or join Ray, and check that the sweep's resource asks can ever be met."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+
+CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class ClusterInfo:
+    address: str  # "local" when this command started Ray itself
+    nodes: int
+    cpus: float
+    gpus: float
+    max_node_gpus: float  # the most GPUs on any one node: a trial cannot span nodes
+    started_here: bool
+
+    def describe(self) -> str:
+        where = "local Ray (started here)" if self.started_here else f"Ray cluster at {self.address}"
+        return (f"{where}: {self.nodes} node{'s' * (self.nodes != 1)}, {self.cpus:g} CPUs, "
+                f"{self.gpus:g} GPUs")
+
+
+def _wait_for(address: str, timeout: float) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"`--address` must be host:port or auto, but got --address={address!r}.")
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2.0):
+                return
+        except OSError as e:
+            last = e
+            time.sleep(0.5)
+    raise ValueError(f"`--address` must be a running Ray cluster, but --address={address!r} did "
+                     f"not answer within {timeout:.0f} s ({last}).")
+
+
+def ray_temp_dir() -> str:
+    # Outside the repository, and short: Ray's socket paths must fit in 107 bytes.
+    return os.environ.get("TUNE_SMPL_RAY_TMP", os.path.join(tempfile.gettempdir(), "ray_smpl"))
+
+
+def connect(address: str | None, num_cpus: int | None = None,
+            num_gpus: int | None = None) -> ClusterInfo:
+    """Join `address` (or RAY_ADDRESS), else start Ray on this machine quietly."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started_here = False
+    if ray.is_initialized():  # a test or a notebook already connected us
+        pass
+    elif address:
+        if address != "auto" and not address.startswith("ray://"):
+            _wait_for(address, CONNECT_TIMEOUT_S)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError) as e:
+            raise ValueError(f"`--address` must be a running Ray cluster, but connecting to "
+                             f"--address={address!r} failed: {str(e).splitlines()[0]}") from None
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                 include_dashboard=False, _temp_dir=ray_temp_dir(),
+                 logging_level=logging.WARNING, log_to_driver=False)
+        started_here = True
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return ClusterInfo(
+        address=address or "local", nodes=len(nodes),
+        cpus=sum(n["Resources"].get("CPU", 0) for n in nodes),
+        gpus=sum(n["Resources"].get("GPU", 0) for n in nodes),
+        max_node_gpus=max((n["Resources"].get("GPU", 0) for n in nodes), default=0),
+        started_here=started_here)
+
+
+def check_resources(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: float) -> None:
+    """Refuse asks no node can meet: Ray would leave those trials PENDING forever."""
+    if gpus_per_trial < 0 or cpus_per_trial <= 0:
+        bad = ("--gpus-per-trial", gpus_per_trial) if gpus_per_trial < 0 else (
+            "--cpus-per-trial", cpus_per_trial)
+        raise ValueError(f"`{bad[0]}` must be {'>= 0' if bad[0][2] == 'g' else '> 0'}, "
+                         f"but got {bad[0]}={bad[1]}.")
+    if gpus_per_trial > 0 and info.gpus == 0:
+        raise ValueError(f"`--gpus-per-trial` must be 0 on a cluster without GPUs, but got "
+                         f"--gpus-per-trial={gpus_per_trial:g} ({info.describe()}).")
+    if gpus_per_trial > info.max_node_gpus:
+        raise ValueError(f"`--gpus-per-trial` must be at most {info.max_node_gpus:g} (the most "
+                         f"GPUs on one node), but got --gpus-per-trial={gpus_per_trial:g}.")
+    if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
+        raise ValueError(f"`--gpus-per-trial` must be a whole number above 1, but got "
+                         f"--gpus-per-trial={gpus_per_trial:g}.")
+
+
+def default_gpus_per_trial(info: ClusterInfo) -> float:
+    """0.25 where the cluster has GPUs (four small trials share one), else 0."""
+    return 0.25 if info.gpus > 0 else 0.0

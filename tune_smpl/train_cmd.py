@@ -1,0 +1,91 @@
+"""`tune-smpl train`: train one config (optionally over several seeds) and print its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from smpl_core.config import SMPLConfig, load_yaml, parse_set
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one config and print its accuracy")
+    p.add_argument("--config", help="flat YAML of SMPLConfig fields (an exported best config)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field")
+    p.add_argument("--eval-test", action="store_true", help="report accuracy on the test split")
+    p.add_argument("--seeds", type=int, default=1, help="train seeds seed, seed+1, ... (default 1)")
+    p.add_argument("--save", metavar="PATH", help="save the final model and config (torch.save)")
+    p.add_argument("--json", action="store_true", help="last stdout line: one JSON summary")
+    p.set_defaults(func=run)
+
+
+def build_config(config_path: str | None, sets: list[str] | None) -> SMPLConfig:
+    base = load_yaml(config_path) if config_path else {}
+    return SMPLConfig.from_dict({**base, **parse_set(sets)})
+
+
+def _progress(seed: int, steps: int):
+    def report(m: dict, _state) -> None:
+        if m.get("diverged"):
+            print(f"[seed {seed}] diverged: non-finite loss at step {m['step']}", file=sys.stderr)
+            return
+        print(f"[seed {seed}] step {m['step']:>6}/{steps}  val_accuracy {m['val_accuracy']:.4f}  "
+              f"val_loss {m['val_loss']:.4f}  mask {m.get('train/mask_ratio', 0):.2f}  "
+              f"{m['images_per_s']:,.0f} img/s", file=sys.stderr, flush=True)
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    from smpl_core.loop import fit, test_accuracy
+
+    cfg = build_config(args.config, args.set)
+    if args.seeds < 1:
+        raise ValueError(f"`--seeds` must be >= 1, but got --seeds={args.seeds}.")
+    runs = []
+    for i in range(args.seeds):
+        c = cfg.replace(seed=cfg.seed + i)
+        t0 = time.perf_counter()
+        result = fit(c, report=_progress(c.seed, c.steps))
+        row = {"seed": c.seed, "val_accuracy": result.metrics.get("val_accuracy"),
+               "seconds": round(time.perf_counter() - t0, 2),
+               "diverged": bool(result.metrics.get("diverged", False))}
+        if args.eval_test:
+            row["test_accuracy"] = test_accuracy(result)
+        runs.append(row)
+        if args.save:
+            _save(result.model, c, row, args.save if args.seeds == 1 else f"{args.save}.seed{c.seed}")
+    summary = _summary(runs, args.eval_test)
+    for r in runs:
+        line = f"seed {r['seed']}: val_accuracy {r['val_accuracy']:.4f}"
+        if "test_accuracy" in r:
+            line += f"  test_accuracy {r['test_accuracy']:.4f}"
+        print(line + f"  ({r['seconds']:.1f} s{', DIVERGED' if r['diverged'] else ''})")
+    if args.seeds > 1:
+        print(f"mean val_accuracy {summary['val_accuracy_mean']:.4f}" + (
+            f"  test_accuracy {summary['test_accuracy_mean']:.4f} +- "
+            f"{summary['test_accuracy_std']:.4f}" if args.eval_test else ""))
+    if args.json:
+        print(json.dumps(summary))
+    return 1 if any(r["diverged"] for r in runs) else 0
+
+
+def _summary(runs: list[dict], eval_test: bool) -> dict:
+    out: dict = {"runs": runs,
+                 "val_accuracy_mean": statistics.fmean(r["val_accuracy"] for r in runs)}
+    if eval_test:
+        accs = [r["test_accuracy"] for r in runs]
+        out["test_accuracy_mean"] = statistics.fmean(accs)
+        out["test_accuracy_std"] = statistics.pstdev(accs) if len(accs) > 1 else 0.0
+    return out
+
+
+def _save(model, cfg: SMPLConfig, row: dict, path: str) -> None:
+    import torch
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "metrics": row}, path)
+    print(f"saved model to {path}", file=sys.stderr)

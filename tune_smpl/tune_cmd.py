@@ -1,0 +1,212 @@
+"""`tune-smpl tune`: launch (or resume) a sweep on this machine or on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from smpl_core.config import SMPLConfig
+from tune_smpl.train_cmd import build_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tune", help="run a hyperparameter sweep (Ray Tune + Optuna + ASHA)")
+    p.add_argument("--config", help="base config: flat YAML of SMPLConfig fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fix a field (a searched field is removed from the space)")
+    p.add_argument("--dataset", help="shorthand for --set dataset=D (default digits)")
+    p.add_argument("--space", default="smpl", help="preset (smpl, smpl-extended) or YAML file")
+    p.add_argument("--num-samples", type=int, default=8, help="trials in all (default 8)")
+    p.add_argument("--max-concurrent", type=int, default=0, help="0: as resources allow")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fraction of a GPU per trial (default 0.25 with GPUs, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="local Ray only: GPUs to offer (default: detected)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--grace-period", type=int, default=2, help="ASHA: reports before a stop")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
+    p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
+    p.add_argument("--storage-path", default="runs", help="local dir or URI (default ./runs)")
+    p.add_argument("--address", help="join this Ray cluster (host:port or auto; or RAY_ADDRESS)")
+    p.add_argument("--resume", action="store_true", help="resume the sweep --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
+    p.add_argument("--tracking-uri", help="MLflow store (default sqlite:///<runs>/mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def _storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _existing(storage_path: str) -> list[str]:
+    root = Path(storage_path)
+    if "://" in storage_path or not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "tuner.pkl").is_file())
+
+
+def prepare(args: argparse.Namespace):
+    """Everything that can be checked before Ray starts: config, space, flags, names."""
+    from search_spaces import describe, fix, load_space
+    from tune_smpl.sweep import SweepSettings
+
+    sets = list(args.set or [])
+    if args.dataset:
+        sets.insert(0, f"dataset={args.dataset}")
+    base = build_config(args.config, sets)
+    space = load_space(args.space, base.to_dict())
+    explicit = set(_set_keys(sets)) | (set(_config_keys(args.config)))
+    space, removed = fix(space, {k: getattr(base, k) for k in explicit})
+    storage = _storage(args.storage_path)
+    name = args.name or f"{base.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    existing = _existing(storage)
+    if args.resume and not args.name:
+        raise ValueError("`--resume` needs `--name` of the sweep to resume; found: "
+                         f"{', '.join(existing) or 'none'}.")
+    if args.resume and "://" not in storage and name not in existing:
+        raise ValueError(f"`--name` must be an existing sweep to resume, but got --name={name!r}; "
+                         f"found in {storage}: {', '.join(existing) or 'none'}.")
+    if not args.resume and name in existing:
+        raise ValueError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
+                         f"which already exists in {storage}.")
+    settings = SweepSettings(
+        name=name, storage_path=storage, space=args.space, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial or 0.0,
+        cpus_per_trial=args.cpus_per_trial, time_budget_s=args.time_budget,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
+        fixed=sorted(removed))
+    settings.validate()
+    if not space:
+        raise ValueError("`--space` must leave at least one field to search, but --set fixed "
+                         "every one of them.")
+    return base, space, settings, describe(space)
+
+
+def _set_keys(sets: list[str]) -> list[str]:
+    return [s.partition("=")[0].strip() for s in sets]
+
+
+def _config_keys(path: str | None) -> list[str]:
+    from smpl_core.config import load_yaml
+
+    return list(load_yaml(path)) if path else []
+
+
+def run(args: argparse.Namespace) -> int:
+    from tune_smpl import cluster
+
+    base, space, settings, lines = prepare(args)
+    tracking = _tracking(args, settings)
+    info = cluster.connect(args.address, args.num_cpus, args.num_gpus)
+    try:
+        gpus = args.gpus_per_trial
+        settings.gpus_per_trial = cluster.default_gpus_per_trial(info) if gpus is None else gpus
+        cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
+        print(f"{info.describe()}")
+        print(f"sweep {settings.name}: {settings.num_samples} trials of {base.method} on "
+              f"{base.dataset}, {settings.gpus_per_trial:g} GPU + {settings.cpus_per_trial:g} "
+              f"CPU each, results in {settings.storage_path}/{settings.name}")
+        if settings.fixed:
+            print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
+        print("searching:\n  " + "\n  ".join(lines), flush=True)
+        return _sweep(base, space, settings, tracking, args.resume)
+    finally:
+        if info.started_here:
+            import ray
+
+            ray.shutdown()
+
+
+def _tracking(args, settings):
+    from mlflow_tracking import check_store, default_tracking_uri
+
+    runs_dir = settings.local_dir.parent if settings.local_dir else Path("runs").resolve()
+    uri = args.tracking_uri or default_tracking_uri(str(runs_dir))
+    check_store(uri)
+    return uri
+
+
+def _sweep(base: SMPLConfig, space: dict, settings, tracking_uri: str, resume: bool) -> int:
+    from search_spaces import space_to_yaml
+    from tune_smpl.mlflow_callback import MlflowSweepCallback
+    from tune_smpl.progress import ProgressLine
+    from tune_smpl.sweep import build_tuner, max_iterations
+
+    max_t = max_iterations(base)
+    mlflow_cb = MlflowSweepCallback(tracking_uri, settings.name, max_t,
+                                    settings=settings.as_params(),
+                                    space_yaml=space_to_yaml(space))
+    callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb]
+    tuner = build_tuner(base, space, settings, callbacks, restore=resume)
+    results = tuner.fit()
+    unfinished = [r for r in results if r.metrics is None or _unfinished(r)]
+    if unfinished or _interrupted(results):
+        mlflow_cb.close_open()
+        print(f"\nsweep {settings.name} interrupted; its state is saved. Resume with:\n  "
+              f"tune-smpl tune --name {settings.name} --storage-path "
+              f"{shlex.quote(settings.storage_path)} --resume", flush=True)
+        return 130
+    return _finish(results, settings, mlflow_cb)
+
+
+def _unfinished(result) -> bool:
+    return False
+
+
+def _interrupted(results) -> bool:
+    return bool(getattr(results, "_experiment_analysis", None) is None)
+
+
+def _finish(results, settings, mlflow_cb) -> int:
+    from trainables import load_checkpoint_state
+    from tune_smpl.sweep import METRIC, MODE
+
+    ok = [r for r in results if r.metrics and not r.metrics.get("diverged") and r.error is None]
+    if not ok:
+        mlflow_cb.end_sweep(None, None)
+        print("no trial finished without error or divergence; see the errors above", file=sys.stderr)
+        return 1
+    best = results.get_best_result(METRIC, MODE, scope="all", filter_nan_and_inf=True)
+    model, best_metrics = None, best.metrics
+    ckpt = best.get_best_checkpoint(METRIC, MODE) if best.best_checkpoints else None
+    if ckpt is not None:
+        state = load_checkpoint_state(ckpt)
+        model = _model_from_state(state)
+        best_metrics = next((m for c, m in best.best_checkpoints if c.path == ckpt.path),
+                            best.metrics)
+    mlflow_cb.end_sweep({**best_metrics, "config": best.config,
+                         "trial_id": best.metrics.get("trial_id")}, model)
+    cfg = SMPLConfig.from_dict({k: v for k, v in best.config.items()
+                                if k in SMPLConfig.field_names()})
+    print(f"\nbest {METRIC} {best_metrics[METRIC]:.4f} (trial {best.metrics.get('trial_id')}, "
+          f"step {best_metrics.get('step')})")
+    for k in sorted(set(best.config) & set(mlflow_cb.searched_fields(best.config))):
+        print(f"  {k}: {best.config[k]}")
+    print(f"export it:  tune-smpl export {settings.name} --storage-path "
+          f"{shlex.quote(settings.storage_path)} -o best.yaml\n"
+          f"train it:   tune-smpl train --config best.yaml --eval-test\n"
+          f"browse:     tune-smpl ui   (MLflow)")
+    del cfg
+    return 0
+
+
+def _model_from_state(state: dict):
+    from smpl_core.data import load_splits
+    from smpl_core.models import build_model, resolve_model_name
+
+    cfg = SMPLConfig.from_dict({**state["config"], "device": "cpu"})
+    splits = load_splits(cfg, __import__("torch").device("cpu"))
+    role = "student" if "student" in state["models"] else "model"
+    model = build_model(resolve_model_name(cfg.model, cfg.dataset), splits.input_shape,
+                        splits.num_classes)
+    model.load_state_dict(state["models"][role])
+    return model.eval()
+
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
