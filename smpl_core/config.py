@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -78,7 +79,7 @@ class SMPLConfig:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SMPLConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SMPLConfig:
         names = cls.field_names()
         for key in d:
             if key not in names:
@@ -88,7 +89,7 @@ class SMPLConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "SMPLConfig":
+    def replace(self, **changes: Any) -> SMPLConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
     def to_yaml(self, header: str = "") -> str:
@@ -182,7 +183,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{p} must hold a mapping of config keys, but holds a {type(data).__name__}.")
+        raise ValueError(f"{p} must hold a mapping of config keys, "
+                         f"but holds a {type(data).__name__}.")
     return data
 
 

@@ -7,8 +7,8 @@ DataLoader workers, no PIL in the loop (DESIGN.md, "Data on the device").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

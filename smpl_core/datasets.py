@@ -162,7 +162,8 @@ def parquet(data_dir: str, image_column: str, label_column: str, image_size: int
     test_files = [f for f in files if "test" in Path(f).name]
     train_files = [f for f in files if f not in test_files]
     if not train_files:
-        raise ValueError(f"`data_dir` must hold training .parquet files, but got data_dir={data_dir!r}.")
+        raise ValueError(f"`data_dir` must hold training .parquet files, "
+                         f"but got data_dir={data_dir!r}.")
 
     def read(paths):
         table = ds.dataset(paths, filesystem=fs, format="parquet").to_table()

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 
-def labeled_loss(z_l: torch.Tensor, y_l: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+def labeled_loss(z_l: torch.Tensor, y_l: torch.Tensor,
+                 label_smoothing: float = 0.0) -> torch.Tensor:
     """CE_ls(z_l, y_l): cross-entropy on the labelled batch, in float32 whatever autocast did."""
     return F.cross_entropy(z_l.float(), y_l, label_smoothing=label_smoothing)
 

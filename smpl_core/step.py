@@ -37,7 +37,7 @@ class StepSettings:
     autocast: contextlib.AbstractContextManager | None = None
 
     @classmethod
-    def from_config(cls, cfg, lr: float, beta: float, autocast=None) -> "StepSettings":
+    def from_config(cls, cfg, lr: float, beta: float, autocast=None) -> StepSettings:
         return cls(cfg.threshold, cfg.temperature, cfg.clamp_min, cfg.clamp_max,
                    cfg.label_smoothing, cfg.grad_clip, cfg.feedback_sign, cfg.feedback_baseline,
                    cfg.second_pass, lr, beta, autocast)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def _placement(cfg: SMPLConfig) -> tuple[SMPLConfig, dict[str, Any]]:
     cpus = max(1, int(resources.get("CPU", 1)))
     gpus = float(resources.get("GPU", 0.0))
     torch.set_num_threads(cpus)  # otherwise every trial spawns one thread per core
-    info = {"ray_node_id": ray.get_runtime_context().get_node_id()}
+    # Where and when this trial (or this restart of it) ran: for MLflow's node tag and for
+    # measuring how trials overlap on a shared GPU.
+    info = {"ray_node_id": ray.get_runtime_context().get_node_id(), "started_at": time.time()}
     if cfg.device == "auto":
         # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU, so it is cuda:0 in here. Logical
         # GPUs on a machine without CUDA (tests, packing benchmark) run on the CPU.
@@ -66,7 +69,7 @@ def train_smpl(config: dict[str, Any]) -> None:
         state = load_checkpoint_state(checkpoint)
 
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
-        metrics = {**metrics, **info}
+        metrics = {**metrics, **info, "reported_at": time.time()}
         if run_state is None:  # a diverged run has nothing worth checkpointing
             tune.report(metrics)
             return

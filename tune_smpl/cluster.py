@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-CONNECT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_CONNECT_TIMEOUT_S", "30"))
 
 
 @dataclass
@@ -22,7 +22,8 @@ class ClusterInfo:
     started_here: bool
 
     def describe(self) -> str:
-        where = "local Ray (started here)" if self.started_here else f"Ray cluster at {self.address}"
+        where = ("local Ray (started here)" if self.started_here
+                 else f"Ray cluster at {self.address}")
         return (f"{where}: {self.nodes} node{'s' * (self.nodes != 1)}, {self.cpus:g} CPUs, "
                 f"{self.gpus:g} GPUs")
 
@@ -55,6 +56,9 @@ def connect(address: str | None, num_cpus: int | None = None,
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's newer console output prints its own headers even at verbose=0; the progress
+    # line of tune_smpl.progress replaces it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = False
     if ray.is_initialized():  # a test or a notebook already connected us

@@ -16,17 +16,18 @@ from tune_smpl.progress import trial_outcome
 # Ray adds bookkeeping fields to every result; MLflow gets the run's own metrics only.
 _RAY_FIELDS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp",
                "iterations_since_restore", "time_since_restore", "pid", "done", "step",
-               "diverged"}
+               "diverged", "started_at", "reported_at"}
 
 
 class MlflowSweepCallback(Callback):
     def __init__(self, tracking_uri: str, sweep_name: str, max_iterations: int,
-                 settings: dict, space_yaml: str):
+                 settings: dict, space_yaml: str, searched: list[str]):
         self.tracking_uri = tracking_uri
         self.sweep_name = sweep_name
         self.max_iterations = max_iterations
         self.settings = settings
         self.space_yaml = space_yaml
+        self.searched = searched
         self._recorder: SweepRecorder | None = None
         self._node_tagged: set[str] = set()
 
@@ -45,10 +46,6 @@ class MlflowSweepCallback(Callback):
 
     def setup(self, **info):
         self.recorder  # noqa: B018 - open the parent run before the first trial
-
-    def searched_fields(self, config: dict) -> list[str]:
-        return [k for k in config if k not in self.settings.get("fixed", [])
-                and k in self.space_yaml]
 
     def _start(self, trial) -> None:
         self.recorder.trial_started(trial.trial_id, str(trial), _config(trial.config), None)

@@ -18,7 +18,8 @@ def trial_outcome(trial, max_iterations: int) -> str:
     if last.get("diverged"):
         return "diverged"
     if trial.status == "TERMINATED":
-        return "completed" if last.get("training_iteration", 0) >= max_iterations else "early_stopped"
+        finished = last.get("training_iteration", 0) >= max_iterations
+        return "completed" if finished else "early_stopped"
     return "running" if trial.status == "RUNNING" else "pending"
 
 

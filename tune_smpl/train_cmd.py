@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
 
 def build_config(config_path: str | None, sets: list[str] | None) -> SMPLConfig:
     base = load_yaml(config_path) if config_path else {}
+    base.pop("_export", None)  # metadata of `tune-smpl export --format json`
     return SMPLConfig.from_dict({**base, **parse_set(sets)})
 
 
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
             row["test_accuracy"] = test_accuracy(result)
         runs.append(row)
         if args.save:
-            _save(result.model, c, row, args.save if args.seeds == 1 else f"{args.save}.seed{c.seed}")
+            path = args.save if args.seeds == 1 else f"{args.save}.seed{c.seed}"
+            _save(result.model, c, row, path)
     summary = _summary(runs, args.eval_test)
     for r in runs:
         line = f"seed {r['seed']}: val_accuracy {r['val_accuracy']:.4f}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
@@ -141,26 +140,28 @@ def _sweep(base: SMPLConfig, space: dict, settings, tracking_uri: str, resume: b
     max_t = max_iterations(base)
     mlflow_cb = MlflowSweepCallback(tracking_uri, settings.name, max_t,
                                     settings=settings.as_params(),
-                                    space_yaml=space_to_yaml(space))
+                                    space_yaml=space_to_yaml(space), searched=sorted(space))
     callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb]
     tuner = build_tuner(base, space, settings, callbacks, restore=resume)
-    results = tuner.fit()
-    unfinished = [r for r in results if r.metrics is None or _unfinished(r)]
-    if unfinished or _interrupted(results):
-        mlflow_cb.close_open()
-        print(f"\nsweep {settings.name} interrupted; its state is saved. Resume with:\n  "
-              f"tune-smpl tune --name {settings.name} --storage-path "
-              f"{shlex.quote(settings.storage_path)} --resume", flush=True)
-        return 130
+    t0 = time.monotonic()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray saved its state at the first one
+        return _interrupted(settings, mlflow_cb)
+    trials = results._experiment_analysis.trials
+    budget_spent = settings.time_budget_s and time.monotonic() - t0 >= settings.time_budget_s
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    if (unfinished or len(trials) < settings.num_samples) and not budget_spent:
+        return _interrupted(settings, mlflow_cb)
     return _finish(results, settings, mlflow_cb)
 
 
-def _unfinished(result) -> bool:
-    return False
-
-
-def _interrupted(results) -> bool:
-    return bool(getattr(results, "_experiment_analysis", None) is None)
+def _interrupted(settings, mlflow_cb) -> int:
+    mlflow_cb.close_open()
+    print(f"\nsweep {settings.name} interrupted; its state is saved. Resume with:\n  "
+          f"tune-smpl tune --name {settings.name} --storage-path "
+          f"{shlex.quote(settings.storage_path)} --resume", flush=True)
+    return 130
 
 
 def _finish(results, settings, mlflow_cb) -> int:
@@ -170,43 +171,40 @@ def _finish(results, settings, mlflow_cb) -> int:
     ok = [r for r in results if r.metrics and not r.metrics.get("diverged") and r.error is None]
     if not ok:
         mlflow_cb.end_sweep(None, None)
-        print("no trial finished without error or divergence; see the errors above", file=sys.stderr)
+        print("no trial finished without error or divergence (see the trials' error.txt "
+              f"under {settings.storage_path}/{settings.name})", file=sys.stderr)
         return 1
     best = results.get_best_result(METRIC, MODE, scope="all", filter_nan_and_inf=True)
-    model, best_metrics = None, best.metrics
+    model, metrics = None, best.metrics
     ckpt = best.get_best_checkpoint(METRIC, MODE) if best.best_checkpoints else None
-    if ckpt is not None:
-        state = load_checkpoint_state(ckpt)
-        model = _model_from_state(state)
-        best_metrics = next((m for c, m in best.best_checkpoints if c.path == ckpt.path),
-                            best.metrics)
-    mlflow_cb.end_sweep({**best_metrics, "config": best.config,
-                         "trial_id": best.metrics.get("trial_id")}, model)
-    cfg = SMPLConfig.from_dict({k: v for k, v in best.config.items()
-                                if k in SMPLConfig.field_names()})
-    print(f"\nbest {METRIC} {best_metrics[METRIC]:.4f} (trial {best.metrics.get('trial_id')}, "
-          f"step {best_metrics.get('step')})")
-    for k in sorted(set(best.config) & set(mlflow_cb.searched_fields(best.config))):
-        print(f"  {k}: {best.config[k]}")
+    if ckpt is not None:  # the weights of the best report, not of the trial's last one
+        model = _model_from_state(load_checkpoint_state(ckpt))
+        metrics = next((m for c, m in best.best_checkpoints if c.path == ckpt.path), metrics)
+    mlflow_cb.end_sweep({"metrics": metrics, "config": best.config,
+                         "trial_id": best.metrics.get("trial_id"),
+                         "checkpoint": ckpt.path if ckpt else None}, model)
+    print(f"\nbest {METRIC} {metrics[METRIC]:.4f} (trial {best.metrics.get('trial_id')}, "
+          f"step {metrics.get('step')}):")
+    for k in mlflow_cb.searched:
+        print(f"  {k}: {best.config.get(k)}")
     print(f"export it:  tune-smpl export {settings.name} --storage-path "
           f"{shlex.quote(settings.storage_path)} -o best.yaml\n"
           f"train it:   tune-smpl train --config best.yaml --eval-test\n"
-          f"browse:     tune-smpl ui   (MLflow)")
-    del cfg
+          f"browse:     tune-smpl ui --tracking-uri {shlex.quote(mlflow_cb.tracking_uri)}")
     return 0
 
 
 def _model_from_state(state: dict):
+    import torch
+
     from smpl_core.data import load_splits
     from smpl_core.models import build_model, resolve_model_name
 
     cfg = SMPLConfig.from_dict({**state["config"], "device": "cpu"})
-    splits = load_splits(cfg, __import__("torch").device("cpu"))
+    splits = load_splits(cfg, torch.device("cpu"))
     role = "student" if "student" in state["models"] else "model"
     model = build_model(resolve_model_name(cfg.model, cfg.dataset), splits.input_shape,
                         splits.num_classes)
     model.load_state_dict(state["models"][role])
     return model.eval()
 
-
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")

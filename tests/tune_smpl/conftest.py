@@ -1,0 +1,39 @@
+"""Ray for the tuner tests: one local instance per module, shut down only if we started it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+# A sweep small enough for a 2-core CI machine: 40 steps, a report every 10.
+SMALL = ["steps=40", "eval_every=10", "batch_size=16", "mu=2", "val_size=100"]
+
+
+def small_sets(*extra: str) -> list[str]:
+    out = []
+    for s in (*SMALL, *extra):
+        out += ["--set", s]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with 2 CPUs and 1 logical GPU (fractional packing needs one)."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING,
+                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray_smpl_test"))
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()

@@ -1,0 +1,123 @@
+"""The command as a user runs it: Ctrl-C then --resume, and --address of another cluster.
+
+These run `tune-smpl` in subprocesses, each with its own Ray, so no module-wide Ray here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tune_smpl.conftest import small_sets
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
+               TUNE_SMPL_RAY_TMP=str(Path("/tmp") / f"rs_{os.getpid()}_{tmp_path.name[-6:]}"),
+               TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _cmd(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(tmp_path / "runs"),
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--num-cpus", "2", *args]
+
+
+def _rows(sweep: Path) -> dict[str, list[dict]]:
+    out = {}
+    for d in sorted(sweep.glob("trial_*")):
+        f = d / "result.json"
+        out[d.name] = [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+    return out
+
+
+def test_sigint_then_resume_continues_trials(tmp_path):
+    sweep = tmp_path / "runs" / "rs"
+    args = ["--name", "rs", "--num-samples", "4", "--max-concurrent", "2", "--grace-period", "5",
+            *small_sets("steps=100", "eval_every=10")]
+    proc = subprocess.Popen(_cmd(tmp_path, *args), env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        # Interrupt once two trials are past their third report (they have checkpoints).
+        while time.monotonic() < deadline:
+            rows = _rows(sweep) if sweep.exists() else {}
+            if sum(len(r) >= 3 for r in rows.values()) >= 2:
+                break
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    before = _rows(sweep)
+
+    done = subprocess.run(_cmd(tmp_path, *args[:2], "--resume"), env=_env(tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = _rows(sweep)
+    assert len(after) == 4
+    for name, rows in after.items():
+        steps = [r["step"] for r in rows]
+        assert steps == sorted(set(steps)), (name, steps)  # no step reported twice
+        assert rows[: len(before.get(name, []))] == before.get(name, [])  # history kept
+        if before.get(name):
+            assert steps[-1] == 100 or len(rows) < 10  # finished, or stopped by ASHA
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_on_a_separate_cluster_through_address(tmp_path):
+    port = _free_port()
+    env = _env(tmp_path)
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+         "--include-dashboard=false", f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}h"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        executable=str(Path(sys.executable).with_name("ray")))
+    try:
+        done = subprocess.run(
+            _cmd(tmp_path, "--address", f"127.0.0.1:{port}", "--name", "addr",
+                 "--num-samples", "2", *small_sets()),
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"Ray cluster at 127.0.0.1:{port}: 1 node" in done.stdout
+        assert len(_rows(tmp_path / "runs" / "addr")) == 2
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_unreachable_address_fails_fast(tmp_path):
+    env = dict(_env(tmp_path), TUNE_SMPL_CONNECT_TIMEOUT_S="2")
+    port = _free_port()
+    done = subprocess.run(_cmd(tmp_path, "--address", f"127.0.0.1:{port}", "--name", "x"),
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"127.0.0.1:{port}" in done.stderr and "did not answer" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
