@@ -1,0 +1,69 @@
+"""A space as Optuna sees it (define-by-run for Ray's OptunaSearch) and as people read it.
+
+Ray's OptunaSearch calls the define-by-run function with a wrapper around an
+`optuna.Trial` and records every `suggest_*` call as a trial config value. The function
+returns None: the base config's constant fields reach the trial through Tune's
+`param_space`, and returning them here would store constants as study params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from search_spaces.constraints import check_clamp_order, clamp_min_high, needs_coupling
+from search_spaces.spec import ParamSpec
+
+if TYPE_CHECKING:  # Ray passes a stand-in with the same suggest_* methods
+    import optuna
+
+
+def make_define_by_run(space: dict[str, ParamSpec]) -> Callable[[optuna.Trial], None]:
+    """`fn(trial)` suggests every param of `space` (a space from `load_space`/`fix`, whose
+    uda_warmup_steps range is already capped at `steps`). clamp_min < clamp_max holds for
+    every sample: when their ranges overlap, clamp_max is drawn first and clamp_min below it."""
+    specs = dict(space)  # a snapshot: later edits of `space` must not change the study
+    coupled = needs_coupling(specs)
+    if coupled:
+        check_clamp_order(specs, "space")
+        # clamp_max must be known before clamp_min's upper bound is.
+        order = [n for n in specs if n != "clamp_min"] + ["clamp_min"]
+    else:
+        order = list(specs)
+
+    def define_by_run(trial: optuna.Trial) -> None:
+        drawn: dict[str, Any] = {}
+        for name in order:
+            spec = specs[name]
+            high = spec.high
+            if coupled and name == "clamp_min":
+                high = clamp_min_high(spec, drawn["clamp_max"])
+            drawn[name] = _suggest(trial, name, spec, high)
+        return None
+
+    return define_by_run
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec, high: Any) -> Any:
+    if spec.type == "categorical":
+        return trial.suggest_categorical(name, list(spec.choices))
+    if spec.type == "int":
+        return trial.suggest_int(name, spec.low, high, log=spec.log)
+    return trial.suggest_float(name, spec.low, high, log=spec.log)
+
+
+def space_to_yaml(space: dict[str, ParamSpec]) -> str:
+    """The space as a space file (one flow mapping per param); `load_space` reads it back
+    to the same space. Logged as the sweep's MLflow artifact."""
+    # Param names are config field names (plain identifiers), so they need no quoting.
+    return "".join(f"{name}: " + yaml.safe_dump(spec.to_dict(), sort_keys=False,
+                                                default_flow_style=True, width=10_000)
+                   for name, spec in space.items())
+
+
+def describe(space: dict[str, ParamSpec]) -> list[str]:
+    """One aligned line per param: `lr                logU(0.0001, 0.3)`."""
+    width = max((len(name) for name in space), default=0)
+    return [f"{name:<{width}}  {spec.describe()}" for name, spec in space.items()]
