@@ -8,7 +8,6 @@ returns None: the base config's constant fields reach the trial through Tune's
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -20,30 +19,36 @@ if TYPE_CHECKING:  # Ray passes a stand-in with the same suggest_* methods
     import optuna
 
 
-def make_define_by_run(space: dict[str, ParamSpec]) -> Callable[[optuna.Trial], None]:
+def make_define_by_run(space: dict[str, ParamSpec]) -> DefineByRun:
     """`fn(trial)` suggests every param of `space` (a space from `load_space`/`fix`, whose
     uda_warmup_steps range is already capped at `steps`). clamp_min < clamp_max holds for
     every sample: when their ranges overlap, clamp_max is drawn first and clamp_min below it."""
-    specs = dict(space)  # a snapshot: later edits of `space` must not change the study
-    coupled = needs_coupling(specs)
-    if coupled:
-        check_clamp_order(specs, "space")
-        # clamp_max must be known before clamp_min's upper bound is.
-        order = [n for n in specs if n != "clamp_min"] + ["clamp_min"]
-    else:
-        order = list(specs)
+    return DefineByRun(space)
 
-    def define_by_run(trial: optuna.Trial) -> None:
+
+class DefineByRun:
+    """A callable object, not a closure: Ray pickles the searcher (and this with it) into
+    every experiment snapshot, and a local function cannot be pickled."""
+
+    def __init__(self, space: dict[str, ParamSpec]):
+        self.specs = dict(space)  # a snapshot: later edits of `space` must not change the study
+        self.coupled = needs_coupling(self.specs)
+        if self.coupled:
+            check_clamp_order(self.specs, "space")
+            # clamp_max must be known before clamp_min's upper bound is.
+            self.order = [n for n in self.specs if n != "clamp_min"] + ["clamp_min"]
+        else:
+            self.order = list(self.specs)
+
+    def __call__(self, trial: optuna.Trial) -> None:
         drawn: dict[str, Any] = {}
-        for name in order:
-            spec = specs[name]
+        for name in self.order:
+            spec = self.specs[name]
             high = spec.high
-            if coupled and name == "clamp_min":
+            if self.coupled and name == "clamp_min":
                 high = clamp_min_high(spec, drawn["clamp_max"])
             drawn[name] = _suggest(trial, name, spec, high)
         return None
-
-    return define_by_run
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec, high: Any) -> Any:
