@@ -1,0 +1,265 @@
+"""SweepRecorder: one MLflow parent run per sweep, one child run per trial.
+
+It runs on the Tune driver (workers need no MLflow access) and talks to the store through
+its own `MlflowClient(tracking_uri)`: no fluent `mlflow.start_run` state and no global
+tracking URI, so one process can record two sweeps into two stores.
+
+What lands where (names are stable: the export command and the tests search by them):
+- parent: run name = sweep name; tags `sweep_name`, `run_kind=sweep`, `git_commit`
+  (also `mlflow.source.git.commit`); settings as params (nested keys joined by `.`);
+  artifact `search_space.yaml`. At the end: metrics `best/<name>`, artifact
+  `best_config.yaml`, tags `best_trial_id`, `best_run_id`, `best_model_uri`, and the
+  LoggedModel `best_model`.
+- child: run name = trial name; tags `mlflow.parentRunId`, `sweep_name`, `run_kind=trial`,
+  `trial_id`, `ray_node_id`, `trial_status` (running | completed | early_stopped |
+  errored | diverged | interrupted), `restarts`, `error`; every SMPLConfig field as a param;
+  artifacts `config.yaml` and `error.txt`; each report's numeric metrics at step=step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+from mlflow_tracking import values as V
+from mlflow_tracking.model_log import log_torch_model
+from mlflow_tracking.store import (
+    DEFAULT_EXPERIMENT,
+    ensure_experiment,
+    experiment_artifact_location,
+)
+from smpl_core.config import SMPLConfig
+
+log = logging.getLogger(__name__)
+
+PARENT_ID_TAG = "mlflow.parentRunId"
+TRIAL_STATUSES = {"completed": "FINISHED", "early_stopped": "FINISHED",
+                  "errored": "FAILED", "diverged": "FAILED"}
+SWEEP_END_STATUSES = ("FINISHED", "KILLED", "FAILED")
+MAX_ERROR_TAG = 5000  # MLflow caps tag values at 8000 characters; the artifact keeps all
+
+
+class SweepRecorder:
+    def __init__(self, tracking_uri: str, sweep_name: str, experiment_name: str | None = None,
+                 artifact_location: str | None = None):
+        V.quoted(sweep_name, "sweep_name")  # it goes into search filters
+        self.tracking_uri = tracking_uri
+        self.sweep_name = sweep_name
+        self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
+        self.artifact_location = artifact_location or experiment_artifact_location(
+            tracking_uri, self.experiment_name)
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._runs: dict[str, str] = {}  # trial_id -> child run id
+
+    # --- the sweep -------------------------------------------------------------
+    def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
+                    resume: bool = False) -> str:
+        """Create the parent run, or with `resume` reopen this sweep's latest one."""
+        self._experiment()
+        commit = V.git_commit()
+        parent = self._find_parents()[:1] if resume else []
+        if parent:
+            run = parent[0]
+            self.parent_run_id = run.info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            resumes = int(run.data.tags.get("resumes", "0")) + 1
+            tags = {"resumes": resumes}
+            if commit != run.data.tags.get("git_commit"):
+                tags["git_commit_resumed"] = commit
+            V.set_tags(self.client, self.parent_run_id, tags)
+        else:
+            tags = {"sweep_name": self.sweep_name, "run_kind": "sweep", "git_commit": commit}
+            if commit != "unknown":
+                tags["mlflow.source.git.commit"] = commit  # shown in the UI's run page
+            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name,
+                                         tags=tags)
+            self.parent_run_id = run.info.run_id
+        changed = V.log_new_params(self.client, self.parent_run_id, V.flat_params(settings))
+        if changed:
+            log.warning("sweep %s resumed with changed settings %s; MLflow keeps the first "
+                        "values", self.sweep_name, ", ".join(changed))
+        self.client.log_text(self.parent_run_id, space_yaml, "search_space.yaml")
+        return self.parent_run_id
+
+    def end_sweep(self, best: Mapping[str, Any] | None, model: Any = None,
+                  status: str = "FINISHED") -> str | None:
+        """Record the best trial on the parent and end the sweep's runs; return the model URI.
+
+        `best` holds `trial_id`, `config` (the trial's config) and its metrics, either under
+        `metrics` or as the other numeric entries (a Tune `Result.metrics` works as is).
+        """
+        if status not in SWEEP_END_STATUSES:
+            raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
+                             f"but got status={status!r}.")
+        parent = self._require_parent()
+        model_uri = None
+        if best:
+            self._log_best(parent, best)
+        if model is not None:
+            model_uri = log_torch_model(self.tracking_uri, self.experiment_id, parent, model)
+            V.set_tags(self.client, parent, {"best_model_uri": model_uri})
+        self._close(status, [parent], children_status="KILLED")
+        return model_uri
+
+    def close_open(self, status: str = "KILLED") -> int:
+        """End every run of this sweep still RUNNING (an interrupted sweep); return how many."""
+        if status not in SWEEP_END_STATUSES:
+            raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
+                             f"but got status={status!r}.")
+        if self.parent_run_id is not None:
+            parents = [self.parent_run_id]
+        else:  # a fresh recorder cleaning up after a crashed driver
+            self._experiment()
+            parents = [r.info.run_id for r in self._find_parents()]
+        return self._close(status, parents, children_status=status)
+
+    # --- trials ----------------------------------------------------------------
+    def trial_started(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
+                      node_id: str | None = None) -> str:
+        """Create the trial's child run, or reopen it (resume, restarted trial)."""
+        parent = self._require_parent()
+        tags: dict[str, Any] = {"trial_status": "running"}
+        if node_id:
+            tags["ray_node_id"] = node_id
+        run_id = self._runs.get(trial_id) or self._find_child(trial_id)
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=trial_name, tags={
+                PARENT_ID_TAG: parent, "sweep_name": self.sweep_name, "run_kind": "trial",
+                "trial_id": trial_id, **tags})
+            run_id = run.info.run_id
+        else:
+            restarts = int(self.client.get_run(run_id).data.tags.get("restarts", "0")) + 1
+            self.client.update_run(run_id, status="RUNNING")
+            V.set_tags(self.client, run_id, {**tags, "restarts": restarts})
+        self._runs[trial_id] = run_id
+        cfg, given, problem = _smpl_config(config)
+        params = {k: V.param_text(v) for k, v in (cfg.to_dict() if cfg else given).items()}
+        changed = V.log_new_params(self.client, run_id, params)
+        if changed:
+            log.warning("trial %s restarted with changed config %s; MLflow keeps the first "
+                        "values", trial_id, ", ".join(changed))
+        if cfg is None:  # the trial will fail on it; its run should say why
+            V.set_tags(self.client, run_id, {"config_error": problem})
+        else:
+            header = f"trial {trial_id} of sweep {self.sweep_name}"
+            self.client.log_text(run_id, cfg.to_yaml(header=header), "config.yaml")
+        return run_id
+
+    def trial_reported(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
+        """Log every numeric entry of one report at `step` (non-numeric ones are skipped)."""
+        V.log_metrics(self.client, self._run_of(trial_id), V.to_metrics(metrics, step))
+
+    def tag_trial(self, trial_id: str, key: str, value: Any) -> None:
+        self.client.set_tag(self._run_of(trial_id), key, str(value))
+
+    def trial_ended(self, trial_id: str, status: str, error: str | None = None) -> None:
+        if status not in TRIAL_STATUSES:
+            raise ValueError(f"`status` must be one of {' | '.join(TRIAL_STATUSES)}, but got "
+                             f"status={status!r}.")
+        run_id = self._run_of(trial_id)
+        tags = {"trial_status": status}
+        if error:
+            cut = error if len(error) <= MAX_ERROR_TAG else error[-MAX_ERROR_TAG:]
+            tags["error"] = cut  # the tail: a traceback's last lines name the failure
+            self.client.log_text(run_id, error, "error.txt")
+        V.set_tags(self.client, run_id, tags)
+        self.client.set_terminated(run_id, TRIAL_STATUSES[status])
+
+    # --- lookups -----------------------------------------------------------------
+    def _experiment(self) -> str:
+        if self.experiment_id is None:
+            self.experiment_id = ensure_experiment(self.tracking_uri, self.experiment_name,
+                                                   self.artifact_location)
+        return self.experiment_id
+
+    def _require_parent(self) -> str:
+        if self.parent_run_id is None:
+            raise ValueError(f"sweep {self.sweep_name!r} has no parent run: call "
+                             f"start_sweep() first.")
+        return self.parent_run_id
+
+    def _find_parents(self) -> list:
+        name = V.quoted(self.sweep_name, "sweep_name")
+        return V.search_all(self.client, self._experiment(),
+                            f"tags.sweep_name = {name} and tags.run_kind = 'sweep'")
+
+    def _find_child(self, trial_id: str) -> str | None:
+        runs = V.search_all(self.client, self._experiment(),
+                            f"tags.`{PARENT_ID_TAG}` = '{self._require_parent()}' and "
+                            f"tags.trial_id = {V.quoted(trial_id, 'trial_id')}")
+        return runs[0].info.run_id if runs else None
+
+    def _run_of(self, trial_id: str) -> str:
+        run_id = self._runs.get(trial_id) or self._find_child(trial_id)
+        if run_id is None:
+            raise ValueError(f"trial {trial_id!r} of sweep {self.sweep_name!r} has no MLflow "
+                             f"run: call trial_started() first.")
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def _log_best(self, parent: str, best: Mapping[str, Any]) -> None:
+        trial_id = str(best.get("trial_id") or "unknown")
+        metrics = best.get("metrics")
+        if not isinstance(metrics, Mapping):
+            metrics = {k: v for k, v in best.items() if k not in ("config", "trial_id")}
+        V.log_metrics(self.client, parent, V.to_metrics(metrics, step=0, prefix="best/"))
+        tags = {"best_trial_id": trial_id}
+        run_id = self._runs.get(trial_id) or (
+            self._find_child(trial_id) if trial_id != "unknown" else None)
+        if run_id:
+            tags["best_run_id"] = run_id
+        V.set_tags(self.client, parent, tags)
+        cfg, _, problem = _smpl_config(best.get("config") or {})
+        if cfg is None:
+            log.warning("best config of sweep %s not recorded: %s", self.sweep_name, problem)
+            return
+        header = f"best trial {trial_id} of sweep {self.sweep_name}"
+        self.client.log_text(parent, cfg.to_yaml(header=header), "best_config.yaml")
+
+    def _close(self, status: str, parents: list[str], children_status: str) -> int:
+        closed = 0
+        for parent in parents:
+            running = V.search_all(self.client, self._experiment(),
+                                   f"tags.`{PARENT_ID_TAG}` = '{parent}' and "
+                                   f"attributes.status = 'RUNNING'")
+            for run in running:
+                V.set_tags(self.client, run.info.run_id, {"trial_status": "interrupted"})
+                self.client.set_terminated(run.info.run_id, children_status)
+                closed += 1
+            if self.client.get_run(parent).info.status == RunStatus.to_string(RunStatus.RUNNING):
+                self.client.set_terminated(parent, status)
+                closed += 1
+        return closed
+
+
+def _smpl_config(config: Mapping[str, Any]) -> tuple[SMPLConfig | None, dict, str | None]:
+    """(complete config or None, the given SMPLConfig fields, why it was rejected).
+
+    Keys that are not SMPLConfig fields (Tune's own entries) are ignored; defaults fill in
+    the fields a trial config leaves out, so every child run lists every field.
+    """
+    names = SMPLConfig.field_names()
+    given = {k: v for k, v in config.items() if k in names}
+    try:
+        return SMPLConfig.from_dict(given), given, None
+    except (TypeError, ValueError) as e:
+        return None, given, str(e)
+
+
+def find_trial_run(tracking_uri: str, sweep_name: str, trial_id: str,
+                   experiment_name: str | None = None) -> str | None:
+    """The run id of a trial's child run, or None when the store has none."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name or DEFAULT_EXPERIMENT)
+    if exp is None:
+        return None
+    runs = V.search_all(client, exp.experiment_id,
+                        f"tags.sweep_name = {V.quoted(sweep_name, 'sweep_name')} and "
+                        f"tags.trial_id = {V.quoted(trial_id, 'trial_id')}")
+    return runs[0].info.run_id if runs else None

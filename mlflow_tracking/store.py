@@ -1,0 +1,143 @@
+"""Where MLflow data lives: default store, experiments, and a fast reachability check.
+
+The default store is `sqlite:///<runs>/mlflow.db` with artifacts under `<runs>/mlartifacts`:
+MLflow 3 refuses its file store (`./mlruns`) unless MLFLOW_ALLOW_FILE_STORE is set, and a
+sqlite client that is given no artifact root puts artifacts in `./mlruns` relative to the
+process's working directory, so every experiment we create gets an explicit location.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import LifecycleStage
+from mlflow.exceptions import MlflowException
+
+DEFAULT_EXPERIMENT = "tune-smpl"
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+
+
+def _local_runs_dir(runs_dir: str | os.PathLike) -> Path:
+    text = os.fspath(runs_dir)
+    if "://" in text:
+        raise ValueError(
+            f"`runs_dir` must be a local directory for the default sqlite store, but got "
+            f"runs_dir={text!r}; pass --tracking-uri (e.g. http://host:5000) instead.")
+    return Path(text).expanduser().resolve()
+
+
+def default_tracking_uri(runs_dir: str | os.PathLike = "runs") -> str:
+    """`sqlite:///<absolute runs_dir>/mlflow.db` (four slashes for an absolute path)."""
+    return f"sqlite:///{_local_runs_dir(runs_dir) / DB_FILE}"
+
+
+def default_artifact_root(runs_dir: str | os.PathLike = "runs") -> str:
+    """`<absolute runs_dir>/mlartifacts`: one folder per experiment below it."""
+    return str(_local_runs_dir(runs_dir) / ARTIFACTS_DIR)
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, None for other stores or in-memory sqlite."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if path in ("", ":memory:"):
+        return None
+    return Path(path).resolve()
+
+
+def experiment_artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
+    """Artifacts of a new experiment: `<db dir>/mlartifacts/<name>` for sqlite, else None.
+
+    None lets a tracking server choose (it proxies `mlflow-artifacts:/` to its own
+    destination), which is right: a client-side path would not exist on the server.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    slug = re.sub(r"[^\w.\-]+", "_", experiment_name).strip("._") or "experiment"
+    return str(db.parent / ARTIFACTS_DIR / slug)
+
+
+def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
+                      artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, creating it (with `artifact_location`) when missing.
+
+    An existing experiment keeps its own artifact location; MLflow cannot move it.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"`experiment_name` must be a non-empty string, but got "
+                         f"experiment_name={name!r}.")
+    client = MlflowClient(tracking_uri)
+    for _ in range(2):  # a second pass covers a concurrent creator winning the race
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == LifecycleStage.DELETED:
+                raise ValueError(
+                    f"MLflow experiment {name!r} must be active, but it is deleted "
+                    f"(id {exp.experiment_id}); restore it with `mlflow experiments restore "
+                    f"--experiment-id {exp.experiment_id}` or choose another name.")
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    raise ValueError(f"MLflow experiment {name!r} could not be created or found in "
+                     f"{tracking_uri}.")
+
+
+def check_store(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when the store cannot take writes.
+
+    MLflow's own HTTP client retries for minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 120 s
+    timeouts), so a typo in --tracking-uri would stall a sweep's start; a plain GET with a
+    short timeout answers within `timeout_s` seconds.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        _check_http(tracking_uri, timeout_s)
+    elif tracking_uri.startswith("sqlite:"):
+        _check_sqlite(tracking_uri)
+    elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")
+        if not allowed:
+            raise ValueError(
+                f"MLflow tracking store {tracking_uri} is a file store, which MLflow 3 "
+                f"refuses; use sqlite:///<dir>/mlflow.db or an http:// server.")
+
+
+def _check_http(uri: str, timeout_s: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            resp.read(64)
+    except urllib.error.HTTPError as e:
+        if e.code >= 500:  # anything below means something is there and answering
+            raise ValueError(f"MLflow tracking store {uri} is not reachable: "
+                             f"GET /health answered HTTP {e.code}.") from None
+    except OSError as e:  # URLError and socket timeouts are OSErrors
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError):
+            reason = f"no answer within {timeout_s:g} s"
+        raise ValueError(f"MLflow tracking store {uri} is not reachable: {reason}") from None
+
+
+def _check_sqlite(uri: str) -> None:
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"MLflow tracking store {uri} is not writable: cannot create "
+                         f"{db.parent} ({e.strerror or e}).") from None
+    target = db if db.exists() else db.parent
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"MLflow tracking store {uri} is not writable: {target} "
+                         f"denies writes.")

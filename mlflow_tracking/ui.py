@@ -1,0 +1,69 @@
+"""`mlflow ui` on a sweep store: the command line, and running it until Ctrl-C.
+
+One worker (`--workers 1`): MLflow 3 serves through uvicorn with 4 workers by default,
+four processes of a few hundred MB each, for a UI that one person browses. We also turn
+off MLflow's job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION), which otherwise starts
+seven huey consumer processes for GenAI jobs a sweep never submits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from mlflow_tracking.store import ARTIFACTS_DIR, check_store, sqlite_path
+
+
+def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """argv for `python -m mlflow ui` on `tracking_uri` (a local store, not a server)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        raise ValueError(f"`tracking_uri` must be a local store (sqlite:///...) to start a UI "
+                         f"on, but got tracking_uri={tracking_uri!r}, which is already a "
+                         f"server: open it in a browser.")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"`port` must be an integer in 1..65535, but got port={port!r}.")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"`host` must be a non-empty string, but got host={host!r}.")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri]
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        # Experiments created from the UI then keep their artifacts beside ours (the
+        # server's default destination is ./mlartifacts in whatever directory it started).
+        cmd += ["--artifacts-destination", str(db.parent / ARTIFACTS_DIR)]
+    return cmd + ["--host", host, "--port", str(port), "--workers", "1"]
+
+
+def ui_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
+def run_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """Serve the UI until Ctrl-C; return the server's exit code (0 after Ctrl-C)."""
+    cmd = ui_command(tracking_uri, host, port)
+    check_store(tracking_uri)
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        print(f"note: {db} does not exist yet; the UI starts on an empty store "
+              f"(run a sweep first, or pass --tracking-uri).", file=sys.stderr)
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    print(f"MLflow UI at http://{shown}:{port} (store: {tracking_uri}); Ctrl-C to stop",
+          flush=True)
+    proc = subprocess.Popen(cmd, env=ui_env())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the server too (same process group); give it time
+        # to shut its uvicorn worker down cleanly before insisting.
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return 0

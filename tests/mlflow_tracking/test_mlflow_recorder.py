@@ -1,0 +1,179 @@
+"""SweepRecorder against a sqlite store: a fake sweep, resume, interruption, best model."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
+from mlflow_fake_sweep import TRIALS, check_fake_sweep, run_fake_sweep
+
+from mlflow_tracking import SweepRecorder, find_trial_run
+from mlflow_tracking.values import to_metrics
+
+
+def _runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.search_runs([exp_id], max_results=1000)
+
+
+def test_fake_sweep_records_one_parent_and_a_child_per_trial(store_uri, experiment):
+    run_fake_sweep(store_uri, experiment)
+    children = check_fake_sweep(store_uri, experiment)
+    tid = TRIALS[2][0]
+    assert find_trial_run(store_uri, "sweep-1", tid, experiment) == children[tid].info.run_id
+    assert find_trial_run(store_uri, "sweep-1", "no_such_trial", experiment) is None
+    assert find_trial_run(store_uri, "sweep-1", tid, "no-such-experiment") is None
+
+
+def test_resume_reopens_the_parent_and_the_trial_run(store_uri, experiment):
+    first = run_fake_sweep(store_uri, experiment)
+    tid = TRIALS[1][0]  # early_stopped after one report
+    rec = SweepRecorder(store_uri, "sweep-1", experiment_name=experiment)
+    assert rec.start_sweep({"num_samples": 3}, "lr: {}\n", resume=True) == first.parent_run_id
+    run_id = rec.trial_started(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, None)
+    assert run_id == first._runs[tid]
+    assert MlflowClient(store_uri).get_run(run_id).info.status == "RUNNING"
+    # A trial restarted within the same sweep continues the same run as well.
+    assert rec.trial_started(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, None) == run_id
+    rec.trial_reported(tid, {"val_accuracy": 0.8}, step=200)
+    rec.trial_ended(tid, "completed")
+    rec.end_sweep(None)
+
+    runs = _runs(store_uri, experiment)
+    assert len(runs) == 1 + len(TRIALS)
+    client = MlflowClient(store_uri)
+    run = client.get_run(run_id)
+    assert run.data.tags["restarts"] == "2" and run.data.tags["trial_status"] == "completed"
+    assert run.data.tags["ray_node_id"] == "node-1"  # the first start's node is kept
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [100, 200]
+    assert client.get_run(first.parent_run_id).data.tags["resumes"] == "1"
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_resume_without_a_previous_parent_creates_one(store_uri, experiment):
+    rec = SweepRecorder(store_uri, "fresh", experiment_name=experiment)
+    parent = rec.start_sweep({}, "", resume=True)
+    assert [r.info.run_id for r in _runs(store_uri, experiment)] == [parent]
+
+
+def test_close_open_ends_every_running_run_as_killed(store_uri, experiment):
+    rec = SweepRecorder(store_uri, "interrupted", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    for tid in ("t0", "t1", "t2"):
+        rec.trial_started(tid, tid, {}, None)
+    rec.trial_ended("t0", "completed")
+    assert rec.close_open() == 3  # t1, t2 and the parent
+    runs = {r.data.tags.get("trial_id", "parent"): r for r in _runs(store_uri, experiment)}
+    assert {k: r.info.status for k, r in runs.items()} == {
+        "parent": "KILLED", "t0": "FINISHED", "t1": "KILLED", "t2": "KILLED"}
+    assert runs["t1"].data.tags["trial_status"] == "interrupted"
+    assert rec.close_open() == 0
+
+
+def test_close_open_from_a_fresh_recorder_after_a_crashed_driver(store_uri, experiment):
+    crashed = SweepRecorder(store_uri, "crashed", experiment_name=experiment)
+    crashed.start_sweep({}, "")
+    crashed.trial_started("t0", "t0", {}, None)
+    assert SweepRecorder(store_uri, "crashed", experiment_name=experiment).close_open() == 2
+    assert all(r.info.status == "KILLED" for r in _runs(store_uri, experiment))
+
+
+def test_best_model_loads_back_with_identical_outputs(store_uri, experiment, monkeypatch):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    global_uri = tracking_utils._tracking_uri
+    rec = run_fake_sweep(store_uri, experiment, model=model)
+    assert tracking_utils._tracking_uri == global_uri  # no global state left behind
+
+    client = MlflowClient(store_uri)
+    parent = client.get_run(rec.parent_run_id)
+    uri = parent.data.tags["best_model_uri"]
+    assert uri.startswith("models:/")
+    logged = client.get_logged_model(uri.removeprefix("models:/"))
+    # mlflow.pytorch.log_model(run_id=...) alone files the model under experiment "0".
+    assert logged.experiment_id == rec.experiment_id and logged.name == "best_model"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    x = torch.randn(5, 4)
+    for model_uri in (uri, f"runs:/{rec.parent_run_id}/best_model"):
+        loaded = mlflow.pytorch.load_model(model_uri)
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_two_sweeps_in_two_stores_stay_apart(store_uri, experiment, fresh_store):
+    other_uri = fresh_store("other")
+    a = SweepRecorder(store_uri, "a", experiment_name=experiment)
+    b = SweepRecorder(other_uri, "b", experiment_name=experiment)
+    a.start_sweep({"x": 1}, "")
+    b.start_sweep({"x": 2}, "")
+    a.trial_started("t", "t", {}, None)
+    b.trial_started("t", "t", {}, None)
+    a.trial_reported("t", {"val_accuracy": 0.1}, 1)
+    b.trial_reported("t", {"val_accuracy": 0.2}, 1)
+    a.end_sweep(None)
+    b.end_sweep(None)
+    for uri, name, acc in ((store_uri, "a", 0.1), (other_uri, "b", 0.2)):
+        runs = _runs(uri, experiment)
+        assert {r.data.tags["sweep_name"] for r in runs} == {name} and len(runs) == 2
+        child = next(r for r in runs if "trial_id" in r.data.tags)
+        assert child.data.metrics["val_accuracy"] == pytest.approx(acc)
+
+
+def test_invalid_trial_config_is_still_recorded(store_uri, experiment):
+    rec = SweepRecorder(store_uri, "bad", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    run_id = rec.trial_started("t", "t", {"clamp_min": 0.5, "clamp_max": 0.4}, None)
+    run = MlflowClient(store_uri).get_run(run_id)
+    assert run.data.params == {"clamp_min": "0.5", "clamp_max": "0.4"}
+    assert "clamp_min" in run.data.tags["config_error"]
+    rec.close_open()
+
+
+def test_misuse_fails_with_one_line_errors(store_uri, experiment):
+    rec = SweepRecorder(store_uri, "misuse", experiment_name=experiment)
+    with pytest.raises(ValueError, match="call start_sweep"):
+        rec.trial_started("t", "t", {}, None)
+    rec.start_sweep({}, "")
+    with pytest.raises(ValueError, match="trial 'nope' .* call trial_started"):
+        rec.trial_reported("nope", {"val_accuracy": 1.0}, 1)
+    rec.trial_started("t", "t", {}, None)
+    with pytest.raises(ValueError, match=r"`status` must be one of .* status='finished'"):
+        rec.trial_ended("t", "finished")
+    with pytest.raises(ValueError, match="`status` must be one of"):
+        rec.end_sweep(None, status="DONE")
+    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+        rec.end_sweep(None, model=object())
+    rec.close_open()
+    with pytest.raises(ValueError, match="`sweep_name` must be"):
+        SweepRecorder(store_uri, "it's")
+
+
+def test_long_errors_are_cut_for_the_tag_and_kept_whole_as_an_artifact(store_uri, experiment):
+    rec = SweepRecorder(store_uri, "errors", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    run_id = rec.trial_started("t", "t", {}, None)
+    error = "Traceback\n" + "x" * 20000 + "\nRuntimeError: boom"
+    rec.trial_ended("t", "errored", error)
+    client = MlflowClient(store_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["trial_status"] == "errored"
+    assert len(run.data.tags["error"]) <= 5000
+    assert run.data.tags["error"].endswith("RuntimeError: boom")
+    assert open(client.download_artifacts(run_id, "error.txt")).read() == error
+    rec.end_sweep(None)
+
+
+def test_metric_conversion_keeps_numbers_and_skips_the_rest():
+    metrics = to_metrics({"a": 1, "b": np.float32(0.5), "c": torch.tensor(2.0), "d": True,
+                          "e": "text", "f": None, "g": {"x": 1}, "h": float("nan"),
+                          "i": np.array([1.0, 2.0]), "j/k": np.int64(3), "bad(name)": 1.0},
+                         step=7)
+    got = {m.key: m.value for m in metrics}
+    assert set(got) == {"a", "b", "c", "d", "h", "j/k", "bad_name_"}
+    assert got["c"] == 2.0 and got["d"] == 1.0 and math.isnan(got["h"])
+    assert all(m.step == 7 for m in metrics)
