@@ -8,10 +8,15 @@ import torch
 import torch.nn.functional as F
 
 
+def at_least_f32(z: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits (autocast) -> float32 for the losses; float64 stays float64."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
 def labeled_loss(z_l: torch.Tensor, y_l: torch.Tensor,
                  label_smoothing: float = 0.0) -> torch.Tensor:
     """CE_ls(z_l, y_l): cross-entropy on the labelled batch, in float32 whatever autocast did."""
-    return F.cross_entropy(z_l.float(), y_l, label_smoothing=label_smoothing)
+    return F.cross_entropy(at_least_f32(z_l), y_l, label_smoothing=label_smoothing)
 
 
 def pseudo_labels(z_uw: torch.Tensor, temperature: float, threshold: float):
@@ -21,7 +26,7 @@ def pseudo_labels(z_uw: torch.Tensor, temperature: float, threshold: float):
     1 masks every example (float32 softmax can round a confident row up to exactly 1.0,
     which `conf >= 1` would let through).
     """
-    p = torch.softmax(z_uw.detach().float() / temperature, dim=-1)
+    p = torch.softmax(at_least_f32(z_uw.detach()) / temperature, dim=-1)
     conf, y_hat = p.max(dim=-1)
     if threshold >= 1.0:
         mask = torch.zeros_like(conf)
@@ -36,7 +41,7 @@ def consistency_per_example(z_us: torch.Tensor, p: torch.Tensor, clamp_min: floa
 
     The clamp is in log space, so each term is at most -log(clamp_min) (p sums to 1).
     """
-    logq = torch.log_softmax(z_us.float(), dim=-1)
+    logq = torch.log_softmax(at_least_f32(z_us), dim=-1)
     logq = logq.clamp(math.log(clamp_min), math.log(clamp_max))
     return -(p * logq).sum(dim=-1)
 
@@ -50,7 +55,7 @@ def uda_loss(z_l, y_l, z_us, p, mask, beta, *, clamp_min, clamp_max, label_smoot
 
 def mpl_loss(z_us: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """L_mpl = h * CE(z_us, argmax z_us.detach()); h is a detached scalar."""
-    return h * F.cross_entropy(z_us.float(), z_us.detach().argmax(dim=-1))
+    return h * F.cross_entropy(at_least_f32(z_us), z_us.detach().argmax(dim=-1))
 
 
 def feedback(l_old: torch.Tensor, l_new: torch.Tensor, sign: str) -> torch.Tensor:

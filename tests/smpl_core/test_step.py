@@ -196,12 +196,6 @@ def test_second_update_matches_autograd_reference(second_pass):
     assert max_diff(got, wrong_pass) > 100 * tol
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "smpl_core casts logits with .float() (step.py smpl_step's forward: `z.float()`; "
-    "losses.py labeled_loss/pseudo_labels/consistency_per_example/mpl_loss), which DOWNcasts "
-    "a float64 model's logits to float32, so a float64 step is only float32-accurate "
-    "(~1e-8 off here) and DESIGN's float64 check cannot hold to 1e-10. Upcast only "
-    "low-precision dtypes instead, e.g. z.to(torch.promote_types(z.dtype, torch.float32))."))
 @pytest.mark.parametrize("second_pass", ["reuse", "recompute"])
 def test_second_update_is_exact_in_float64(second_pass):
     _check_update(second_pass, 1e-10)
@@ -261,12 +255,6 @@ def test_step_reports_batch_statistics():
                         "finite"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "step.py smpl_step: L_old comes from z_l of the forward on cat(x_l, x_uw, x_us), but "
-    "L_new from functional_call on x_l alone; in train mode BatchNorm normalises the two "
-    "with different batch statistics, so h = L_old - L_new has an O(1) bias that does not "
-    "vanish as lr -> 0 (~1e-2 here at lr=1e-12) and DESIGN's identity "
-    "h = lr * grad L_l(theta') . g1 + O(lr^2) fails for the BN models (cnn, wrn28_2)."))
 def test_feedback_vanishes_with_lr_for_batchnorm_model():
     torch.manual_seed(0)
     model = SmallCNN(1, 10, width=4)
