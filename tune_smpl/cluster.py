@@ -19,6 +19,7 @@ class ClusterInfo:
     cpus: float
     gpus: float
     max_node_gpus: float  # the most GPUs on any one node: a trial cannot span nodes
+    max_node_cpus: float
     started_here: bool
 
     def describe(self) -> str:
@@ -82,6 +83,7 @@ def connect(address: str | None, num_cpus: int | None = None,
         cpus=sum(n["Resources"].get("CPU", 0) for n in nodes),
         gpus=sum(n["Resources"].get("GPU", 0) for n in nodes),
         max_node_gpus=max((n["Resources"].get("GPU", 0) for n in nodes), default=0),
+        max_node_cpus=max((n["Resources"].get("CPU", 0) for n in nodes), default=0),
         started_here=started_here)
 
 
@@ -98,6 +100,9 @@ def check_resources(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: fl
     if gpus_per_trial > info.max_node_gpus:
         raise ValueError(f"`--gpus-per-trial` must be at most {info.max_node_gpus:g} (the most "
                          f"GPUs on one node), but got --gpus-per-trial={gpus_per_trial:g}.")
+    if cpus_per_trial > info.max_node_cpus:
+        raise ValueError(f"`--cpus-per-trial` must be at most {info.max_node_cpus:g} (the most "
+                         f"CPUs on one node), but got --cpus-per-trial={cpus_per_trial:g}.")
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
         raise ValueError(f"`--gpus-per-trial` must be a whole number above 1, but got "
                          f"--gpus-per-trial={gpus_per_trial:g}.")
@@ -106,3 +111,13 @@ def check_resources(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: fl
 def default_gpus_per_trial(info: ClusterInfo) -> float:
     """0.25 where the cluster has GPUs (four small trials share one), else 0."""
     return 0.25 if info.gpus > 0 else 0.0
+
+
+def trial_slots(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: float) -> int:
+    """How many trials the cluster holds at once. Used as max_concurrent_trials by default:
+    with a searcher, Ray otherwise keeps one trial pending at a time, so a GPU shared by four
+    trials fills one slow actor start after another."""
+    slots = int(info.cpus // cpus_per_trial) if cpus_per_trial > 0 else 1
+    if gpus_per_trial > 0:
+        slots = min(slots, int(round(info.gpus / gpus_per_trial, 6)))
+    return max(1, slots)

@@ -7,6 +7,9 @@ sweep reopens the same parent and child runs.
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from ray.tune import Callback
 
 from mlflow_tracking import SweepRecorder
@@ -17,6 +20,23 @@ from tune_smpl.progress import trial_outcome
 _RAY_FIELDS = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp",
                "iterations_since_restore", "time_since_restore", "pid", "done", "step",
                "diverged", "started_at", "reported_at"}
+
+
+log = logging.getLogger(__name__)
+
+
+def _never_fails(hook):
+    """A tracking store that hiccups (a restarted server, a locked SQLite file) must not
+    fail the trial Ray is reporting on: log it and carry on."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any store error; the sweep goes on
+            log.warning("MLflow %s failed for sweep %s: %s", hook.__name__, self.sweep_name, e)
+            self._recorder = None  # reconnect on the next hook
+    return wrapper
 
 
 class MlflowSweepCallback(Callback):
@@ -50,12 +70,15 @@ class MlflowSweepCallback(Callback):
     def _start(self, trial) -> None:
         self.recorder.trial_started(trial.trial_id, str(trial), _config(trial.config), None)
 
+    @_never_fails
     def on_trial_start(self, iteration, trials, trial, **info):
         self._start(trial)
 
+    @_never_fails
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._start(trial)  # a restarted trial continues its own child run
 
+    @_never_fails
     def on_trial_result(self, iteration, trials, trial, result, **info):
         node = result.get("ray_node_id")
         if node and trial.trial_id not in self._node_tagged:
@@ -65,9 +88,12 @@ class MlflowSweepCallback(Callback):
                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.recorder.trial_reported(trial.trial_id, metrics, int(result.get("step", 0)))
 
+    @_never_fails
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.recorder.trial_ended(trial.trial_id, trial_outcome(trial, self.max_iterations))
+        outcome = trial_outcome(trial, self.max_iterations, ended=True)
+        self.recorder.trial_ended(trial.trial_id, outcome)
 
+    @_never_fails
     def on_trial_error(self, iteration, trials, trial, **info):
         self.recorder.trial_ended(trial.trial_id, "errored", _error_text(trial))
 

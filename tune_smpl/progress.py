@@ -10,14 +10,18 @@ from ray.tune import Callback
 METRIC = "val_accuracy"
 
 
-def trial_outcome(trial, max_iterations: int) -> str:
-    """completed | early_stopped | errored | diverged | running | pending, from Ray's view."""
+def trial_outcome(trial, max_iterations: int, ended: bool = False) -> str:
+    """completed | early_stopped | errored | diverged | running | pending, from Ray's view.
+
+    `ended`: called from on_trial_complete, where Ray has not yet marked the trial
+    TERMINATED.
+    """
     last = trial.last_result or {}
     if trial.status == "ERROR":
         return "errored"
     if last.get("diverged"):
         return "diverged"
-    if trial.status == "TERMINATED":
+    if ended or trial.status == "TERMINATED":
         finished = last.get("training_iteration", 0) >= max_iterations
         return "completed" if finished else "early_stopped"
     return "running" if trial.status == "RUNNING" else "pending"

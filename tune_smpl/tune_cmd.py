@@ -107,10 +107,14 @@ def run(args: argparse.Namespace) -> int:
         gpus = args.gpus_per_trial
         settings.gpus_per_trial = cluster.default_gpus_per_trial(info) if gpus is None else gpus
         cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
+        if not settings.max_concurrent:
+            settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
+                                                          settings.cpus_per_trial)
         print(f"{info.describe()}")
         print(f"sweep {settings.name}: {settings.num_samples} trials of {base.method} on "
               f"{base.dataset}, {settings.gpus_per_trial:g} GPU + {settings.cpus_per_trial:g} "
-              f"CPU each, results in {settings.storage_path}/{settings.name}")
+              f"CPU each, up to {settings.max_concurrent} at once, results in "
+              f"{settings.storage_path}/{settings.name}")
         if settings.fixed:
             print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
         print("searching:\n  " + "\n  ".join(lines), flush=True)
