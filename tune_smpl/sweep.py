@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,32 @@ def study_path(settings: SweepSettings) -> Path:
     machine under ./runs/<name>/ (SQLite needs a local file)."""
     base = settings.local_dir or Path("runs").resolve() / settings.name
     return base / "optuna.db"
+
+
+RECORD = "sweep.json"
+SPACE_FILE = "space.yaml"
+
+
+def save_record(settings: SweepSettings, base: SMPLConfig, space_yaml: str,
+                tracking_uri: str) -> None:
+    """What `--resume` needs to rebuild the same sweep, whatever flags it is given."""
+    folder = study_path(settings).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPACE_FILE).write_text(space_yaml)
+    (folder / RECORD).write_text(json.dumps({
+        "settings": asdict(settings), "base": base.to_dict(), "tracking_uri": tracking_uri},
+        indent=2))
+
+
+def load_record(storage_path: str, name: str) -> tuple[SweepSettings, SMPLConfig, Path, str]:
+    """(settings, base config, space file, tracking URI) of a sweep this tool started."""
+    folder = study_path(SweepSettings(name=name, storage_path=storage_path)).parent
+    if not (folder / RECORD).is_file():
+        raise ValueError(f"`--name` must be a sweep started by tune-smpl to resume, but "
+                         f"{folder / RECORD} is missing for --name={name!r}.")
+    rec = json.loads((folder / RECORD).read_text())
+    return (SweepSettings(**rec["settings"]), SMPLConfig.from_dict(rec["base"]),
+            folder / SPACE_FILE, rec["tracking_uri"])
 
 
 def _trial_name(trial) -> str:

@@ -55,6 +55,10 @@ def prepare(args: argparse.Namespace):
     from search_spaces import describe, fix, load_space
     from tune_smpl.sweep import SweepSettings
 
+    storage = _storage(args.storage_path)
+    existing = _existing(storage)
+    if args.resume:
+        return _prepare_resume(args, storage, existing)
     sets = list(args.set or [])
     if args.dataset:
         sets.insert(0, f"dataset={args.dataset}")
@@ -62,16 +66,8 @@ def prepare(args: argparse.Namespace):
     space = load_space(args.space, base.to_dict())
     explicit = set(_set_keys(sets)) | (set(_config_keys(args.config)))
     space, removed = fix(space, {k: getattr(base, k) for k in explicit})
-    storage = _storage(args.storage_path)
     name = args.name or f"{base.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    existing = _existing(storage)
-    if args.resume and not args.name:
-        raise ValueError("`--resume` needs `--name` of the sweep to resume; found: "
-                         f"{', '.join(existing) or 'none'}.")
-    if args.resume and "://" not in storage and name not in existing:
-        raise ValueError(f"`--name` must be an existing sweep to resume, but got --name={name!r}; "
-                         f"found in {storage}: {', '.join(existing) or 'none'}.")
-    if not args.resume and name in existing:
+    if name in existing:
         raise ValueError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
                          f"which already exists in {storage}.")
     settings = SweepSettings(
@@ -84,6 +80,25 @@ def prepare(args: argparse.Namespace):
     if not space:
         raise ValueError("`--space` must leave at least one field to search, but --set fixed "
                          "every one of them.")
+    return base, space, settings, describe(space)
+
+
+def _prepare_resume(args, storage: str, existing: list[str]):
+    """A resumed sweep is the sweep that was started: its config, space and settings come
+    from its record, not from this command's flags."""
+    from search_spaces import describe, load_space
+    from tune_smpl.sweep import load_record
+
+    if not args.name:
+        raise ValueError("`--resume` needs `--name` of the sweep to resume; found: "
+                         f"{', '.join(existing) or 'none'}.")
+    if "://" not in storage and args.name not in existing:
+        raise ValueError(f"`--name` must be an existing sweep to resume, but got "
+                         f"--name={args.name!r}; found in {storage}: "
+                         f"{', '.join(existing) or 'none'}.")
+    settings, base, space_file, tracking_uri = load_record(storage, args.name)
+    args.tracking_uri = args.tracking_uri or tracking_uri  # the runs it continues live there
+    space = load_space(str(space_file), base.to_dict())
     return base, space, settings, describe(space)
 
 
@@ -104,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
     tracking = _tracking(args, settings)
     info = cluster.connect(args.address, args.num_cpus, args.num_gpus)
     try:
-        gpus = args.gpus_per_trial
-        settings.gpus_per_trial = cluster.default_gpus_per_trial(info) if gpus is None else gpus
+        if not args.resume:  # a resumed sweep keeps the shares it started with
+            gpus = args.gpus_per_trial
+            settings.gpus_per_trial = (cluster.default_gpus_per_trial(info) if gpus is None
+                                       else gpus)
         cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
         if not settings.max_concurrent:
             settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
@@ -139,13 +156,15 @@ def _sweep(base: SMPLConfig, space: dict, settings, tracking_uri: str, resume: b
     from search_spaces import space_to_yaml
     from tune_smpl.mlflow_callback import MlflowSweepCallback
     from tune_smpl.progress import ProgressLine
-    from tune_smpl.sweep import build_tuner, max_iterations
+    from tune_smpl.sweep import build_tuner, max_iterations, save_record
 
     max_t = max_iterations(base)
     mlflow_cb = MlflowSweepCallback(tracking_uri, settings.name, max_t,
                                     settings=settings.as_params(),
                                     space_yaml=space_to_yaml(space), searched=sorted(space))
     callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb]
+    if not resume:
+        save_record(settings, base, space_to_yaml(space), tracking_uri)
     tuner = build_tuner(base, space, settings, callbacks, restore=resume)
     t0 = time.monotonic()
     try:
