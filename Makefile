@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest -q
 
 tune: install
-	$(VENV)/bin/tune-smpl tune $(ARGS)
+	$(VENV)/bin/tune-smpl tune --time-budget 200 $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
     p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
     p.add_argument("--storage-path", default="runs", help="local dir or URI (default ./runs)")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="--storage-path is a shared filesystem (NFS) every node mounts there")
     p.add_argument("--address", help="join this Ray cluster (host:port or auto; or RAY_ADDRESS)")
     p.add_argument("--resume", action="store_true", help="resume the sweep --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the Optuna sampler")
@@ -40,7 +42,9 @@ def add_parser(sub) -> None:
 
 
 def _storage(path: str) -> str:
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    from tune_smpl.cluster import storage_path
+
+    return storage_path(path)  # file:// -> its local path; other URIs probed with pyarrow
 
 
 def _existing(storage_path: str) -> list[str]:
@@ -53,6 +57,7 @@ def _existing(storage_path: str) -> list[str]:
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before Ray starts: config, space, flags, names."""
     from search_spaces import describe, fix, load_space
+    from tune_smpl.cluster import absolute_data_dir
     from tune_smpl.sweep import SweepSettings
 
     storage = _storage(args.storage_path)
@@ -62,7 +67,7 @@ def prepare(args: argparse.Namespace):
     sets = list(args.set or [])
     if args.dataset:
         sets.insert(0, f"dataset={args.dataset}")
-    base = build_config(args.config, sets)
+    base = absolute_data_dir(build_config(args.config, sets))
     space = load_space(args.space, base.to_dict())
     explicit = set(_set_keys(sets)) | (set(_config_keys(args.config)))
     space, removed = fix(space, {k: getattr(base, k) for k in explicit})
@@ -112,9 +117,22 @@ def _config_keys(path: str | None) -> list[str]:
     return list(load_yaml(path)) if path else []
 
 
+def _quiet_libraries() -> None:
+    """The progress line is the sweep's output; library chatter goes below WARNING."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # The best model is pickled on purpose (`load_model` returns the module itself).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
     from tune_smpl import cluster
 
+    _quiet_libraries()
     base, space, settings, lines = prepare(args)
     tracking = _tracking(args, settings)
     info = cluster.connect(args.address, args.num_cpus, args.num_gpus)
@@ -124,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             settings.gpus_per_trial = (cluster.default_gpus_per_trial(info) if gpus is None
                                        else gpus)
         cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
+        cluster.check_storage(info, settings.storage_path, args.shared_storage)
         if not settings.max_concurrent:
             settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
                                                           settings.cpus_per_trial)
