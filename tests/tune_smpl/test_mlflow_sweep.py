@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from mlflow_tracking import check_store
 from smpl_core.config import SMPLConfig, load_yaml
 from smpl_core.data import load_splits
 from smpl_core.loop import evaluate
-from tests.tune_smpl.conftest import small_sets
+from tests.tune_smpl.conftest import free_port, small_sets
 from tune_smpl.cli import main
 
 MAX_T = 4  # small_sets(): 40 steps, a report every 10
@@ -136,14 +135,8 @@ def test_export_then_train_round_trip(sweep, tmp_path, capsys):
     assert "ml" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sweep_through_an_mlflow_server(ray_local, tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -176,7 +169,7 @@ def test_sweep_through_an_mlflow_server(ray_local, tmp_path, monkeypatch):
 
 
 def test_unreachable_tracking_server_fails_before_trials(ray_local, tmp_path, capsys):
-    port = _free_port()
+    port = free_port()
     rc = main(["tune", "--name", "nope", "--storage-path", str(tmp_path / "runs"),
                "--tracking-uri", f"http://127.0.0.1:{port}", *small_sets()])
     assert rc == 2

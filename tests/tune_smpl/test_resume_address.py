@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune_smpl.conftest import small_sets
+from tests.tune_smpl.conftest import free_port, small_sets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,14 +79,8 @@ def test_sigint_then_resume_continues_trials(tmp_path):
             assert steps[-1] == 100 or len(rows) < 10  # finished, or stopped by ASHA
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sweep_on_a_separate_cluster_through_address(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path)
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
@@ -112,7 +105,7 @@ def test_sweep_on_a_separate_cluster_through_address(tmp_path):
 
 def test_unreachable_address_fails_fast(tmp_path):
     env = dict(_env(tmp_path), TUNE_SMPL_CONNECT_TIMEOUT_S="2")
-    port = _free_port()
+    port = free_port()
     done = subprocess.run(_cmd(tmp_path, "--address", f"127.0.0.1:{port}", "--name", "x"),
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
