@@ -42,6 +42,15 @@ def _rows(sweep: Path) -> dict[str, list[dict]]:
     return out
 
 
+def _mlflow_runs(tmp_path: Path, status: str | None = None) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("tune-smpl")
+    filt = f"attributes.status = '{status}'" if status else ""
+    return client.search_runs([exp.experiment_id], filt, max_results=1000)
+
+
 def test_sigint_then_resume_continues_trials(tmp_path):
     sweep = tmp_path / "runs" / "rs"
     args = ["--name", "rs", "--num-samples", "4", "--max-concurrent", "2", "--grace-period", "5",
@@ -65,12 +74,17 @@ def test_sigint_then_resume_continues_trials(tmp_path):
     assert proc.returncode == 130, out
     assert "--resume" in out
     before = _rows(sweep)
+    assert _mlflow_runs(tmp_path, "RUNNING") == []  # the interrupted runs ended as KILLED
 
     done = subprocess.run(_cmd(tmp_path, *args[:2], "--resume"), env=_env(tmp_path), cwd=tmp_path,
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     after = _rows(sweep)
     assert len(after) == 4
+    assert _mlflow_runs(tmp_path, "RUNNING") == []
+    children = [r for r in _mlflow_runs(tmp_path) if r.data.tags.get("run_kind") == "trial"]
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(
+        rows[0]["trial_id"] for rows in after.values())  # one child per trial, no duplicate
     for name, rows in after.items():
         steps = [r["step"] for r in rows]
         assert steps == sorted(set(steps)), (name, steps)  # no step reported twice
