@@ -1,4 +1,4 @@
-"""Start or join Ray, and check that the sweep's resource asks can ever be met."""
+"""Start or join Ray, and check that the sweep's resource asks and storage can ever work."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 CONNECT_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_CONNECT_TIMEOUT_S", "30"))
+# The storage probe talks to S3/GCS/HDFS, whose clients retry for minutes by default.
+STORAGE_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_STORAGE_TIMEOUT_S", "30"))
+# Datasets that read `data_dir`; the others (moons, digits) ignore it.
+_READS_DATA_DIR = {"cifar10", "folder", "parquet"}
 
 
 @dataclass
@@ -121,3 +127,74 @@ def trial_slots(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: float)
     if gpus_per_trial > 0:
         slots = min(slots, int(round(info.gpus / gpus_per_trial, 6)))
     return max(1, slots)
+
+
+def storage_path(path: str) -> str:
+    """The `--storage-path` Ray gets: an absolute local path, or a URI pyarrow.fs opened and
+    wrote to. A `file://` URI becomes the local path it names, so that the sweep folder, the
+    Optuna study and the resume record land in it like in any local path."""
+    if "://" not in path:
+        return str(Path(path).expanduser().resolve())
+    import pyarrow.fs as pafs
+
+    try:
+        fs, inner = pafs.FileSystem.from_uri(path)
+    except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError (no libjvm for hdfs), ...
+        raise _storage_error(path, e) from None
+    if isinstance(fs, pafs.LocalFileSystem):
+        return str(Path(inner).resolve())
+    _probe(fs, inner, path)
+    return path
+
+
+def _probe(fs, inner: str, uri: str) -> None:
+    """Create the storage folder and read it back, within STORAGE_TIMEOUT_S: a bucket that
+    does not exist or credentials that do not work fail here, not in the first checkpoint."""
+    import pyarrow.fs as pafs
+
+    outcome: list = []
+
+    def probe():
+        try:
+            fs.create_dir(inner, recursive=True)
+            info = fs.get_file_info(inner)
+            outcome.append(None if info.type == pafs.FileType.Directory else
+                           NotADirectoryError(f"{inner} is {info.type.name}, not a folder"))
+        except Exception as e:  # noqa: BLE001 - whatever the filesystem raises
+            outcome.append(e)
+
+    worker = threading.Thread(target=probe, daemon=True)  # a hung client must not hang us
+    worker.start()
+    worker.join(STORAGE_TIMEOUT_S)
+    if not outcome:
+        outcome.append(TimeoutError(f"no answer within {STORAGE_TIMEOUT_S:.0f} s"))
+    if outcome[0] is not None:
+        raise _storage_error(uri, outcome[0])
+
+
+def _storage_error(uri: str, e: Exception) -> ValueError:
+    text = (str(e).strip().splitlines() or [""])[0]
+    return ValueError(f"`--storage-path` must be a local path or a URI pyarrow.fs can open and "
+                      f"write to, but got --storage-path={uri!r} ({type(e).__name__}: {text}).")
+
+
+def check_storage(info: ClusterInfo, storage: str, shared: bool) -> None:
+    """Trials write their results and checkpoints on the node they run on, into storage_path;
+    Ray no longer syncs trial directories to the head node, so on a cluster of several nodes
+    a local path would scatter the sweep over the nodes' disks (and break resume, export)."""
+    if info.nodes > 1 and "://" not in storage and not shared:
+        raise ValueError(
+            f"`--storage-path` must be a URI every node reaches (s3://, gs://, hdfs://) on a "
+            f"cluster of {info.nodes} nodes, or a shared filesystem marked with "
+            f"--shared-storage (Ray no longer syncs trial directories to the head node), but got "
+            f"the local --storage-path={storage!r}.")
+
+
+def absolute_data_dir(cfg):
+    """A relative `data_dir` made absolute here, on the driver: each trial runs in its own
+    working directory, so `data` would otherwise mean a fresh folder (a fresh CIFAR-10
+    download) per trial instead of one per node. URIs (s3://, gs://) pass unchanged."""
+    if cfg.dataset not in _READS_DATA_DIR or "://" in cfg.data_dir:
+        return cfg
+    path = Path(cfg.data_dir).expanduser()
+    return cfg if path.is_absolute() else cfg.replace(data_dir=str(path.resolve()))
