@@ -12,8 +12,9 @@ What lands where (names are stable: the export command and the tests search by t
   LoggedModel `best_model`.
 - child: run name = trial name; tags `mlflow.parentRunId`, `sweep_name`, `run_kind=trial`,
   `trial_id`, `ray_node_id`, `trial_status` (running | completed | early_stopped |
-  errored | diverged | interrupted), `restarts`, `error`; every SMPLConfig field as a param;
-  artifacts `config.yaml` and `error.txt`; each report's numeric metrics at step=step.
+  errored | diverged | interrupted), `restarts`, `last_failure` (why it restarted), `error`;
+  every SMPLConfig field as a param; artifacts `config.yaml` and `error.txt`; each report's
+  numeric metrics at step=step.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mlflow_tracking.store import (
     DEFAULT_EXPERIMENT,
     ensure_experiment,
     experiment_artifact_location,
+    open_client,
 )
 from smpl_core.config import SMPLConfig
 
@@ -52,10 +54,11 @@ class SweepRecorder:
         self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
         self.artifact_location = artifact_location or experiment_artifact_location(
             tracking_uri, self.experiment_name)
-        self.client = MlflowClient(tracking_uri)
+        self.client = open_client(tracking_uri)  # safe when two sweeps create the store
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial_id -> child run id
+        self._last_step: dict[str, int] = {}  # trial_id -> last step logged, of reopened runs
 
     # --- the sweep -------------------------------------------------------------
     def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
@@ -107,8 +110,12 @@ class SweepRecorder:
         self._close(status, [parent], children_status="KILLED")
         return model_uri
 
-    def close_open(self, status: str = "KILLED") -> int:
-        """End every run of this sweep still RUNNING (an interrupted sweep); return how many."""
+    def close_open(self, status: str = "KILLED", trials_only: bool = False) -> int:
+        """End every run of this sweep still RUNNING (an interrupted sweep); return how many.
+
+        `trials_only`: the child runs only, before a resume: runs left RUNNING by a driver
+        that was killed belong to trials that are over (the resumed sweep reopens those
+        it continues), and the parent stays open for the resumed sweep."""
         if status not in SWEEP_END_STATUSES:
             raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
                              f"but got status={status!r}.")
@@ -117,7 +124,8 @@ class SweepRecorder:
         else:  # a fresh recorder cleaning up after a crashed driver
             self._experiment()
             parents = [r.info.run_id for r in self._find_parents()]
-        return self._close(status, parents, children_status=status)
+        return self._close(status, parents, children_status=status,
+                           close_parent=not trials_only)
 
     # --- trials ----------------------------------------------------------------
     def trial_started(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
@@ -134,9 +142,15 @@ class SweepRecorder:
                 "trial_id": trial_id, **tags})
             run_id = run.info.run_id
         else:
-            restarts = int(self.client.get_run(run_id).data.tags.get("restarts", "0")) + 1
+            run = self.client.get_run(run_id)
+            restarts = int(run.data.tags.get("restarts", "0")) + 1
             self.client.update_run(run_id, status="RUNNING")
             V.set_tags(self.client, run_id, {**tags, "restarts": restarts})
+            # A trial continues from its checkpoint, which can be older than its last logged
+            # report (a driver killed between the two): those steps are not logged twice.
+            self._last_step[trial_id] = max(
+                (m.step for key in run.data.metrics
+                 for m in self.client.get_metric_history(run_id, key)), default=-1)
         self._runs[trial_id] = run_id
         cfg, given, problem = _smpl_config(config)
         params = {k: V.param_text(v) for k, v in (cfg.to_dict() if cfg else given).items()}
@@ -152,7 +166,10 @@ class SweepRecorder:
         return run_id
 
     def trial_reported(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        """Log every numeric entry of one report at `step` (non-numeric ones are skipped)."""
+        """Log every numeric entry of one report at `step` (non-numeric ones are skipped);
+        a reopened run skips the steps it has already."""
+        if step <= self._last_step.get(trial_id, -1):
+            return
         V.log_metrics(self.client, self._run_of(trial_id), V.to_metrics(metrics, step))
 
     def tag_trial(self, trial_id: str, key: str, value: Any) -> None:
@@ -222,7 +239,8 @@ class SweepRecorder:
         header = f"best trial {trial_id} of sweep {self.sweep_name}"
         self.client.log_text(parent, cfg.to_yaml(header=header), "best_config.yaml")
 
-    def _close(self, status: str, parents: list[str], children_status: str) -> int:
+    def _close(self, status: str, parents: list[str], children_status: str,
+               close_parent: bool = True) -> int:
         closed = 0
         for parent in parents:
             running = V.search_all(self.client, self._experiment(),
@@ -232,7 +250,8 @@ class SweepRecorder:
                 V.set_tags(self.client, run.info.run_id, {"trial_status": "interrupted"})
                 self.client.set_terminated(run.info.run_id, children_status)
                 closed += 1
-            if self.client.get_run(parent).info.status == RunStatus.to_string(RunStatus.RUNNING):
+            if close_parent and (self.client.get_run(parent).info.status ==
+                                 RunStatus.to_string(RunStatus.RUNNING)):
                 self.client.set_terminated(parent, status)
                 closed += 1
         return closed

@@ -8,6 +8,7 @@ process's working directory, so every experiment we create gets an explicit loca
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.error
@@ -74,7 +75,41 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"`experiment_name` must be a non-empty string, but got "
                          f"experiment_name={name!r}.")
-    client = MlflowClient(tracking_uri)
+    with _first_use_lock(tracking_uri):
+        return _ensure(MlflowClient(tracking_uri), tracking_uri, name, artifact_location)
+
+
+def open_client(tracking_uri: str) -> MlflowClient:
+    """`MlflowClient(tracking_uri)`, whose constructor creates a new sqlite store's tables,
+    under the lock below."""
+    with _first_use_lock(tracking_uri):
+        return MlflowClient(tracking_uri)
+
+
+@contextlib.contextmanager
+def _first_use_lock(tracking_uri: str):
+    """Serialise the first use of a sqlite store across processes: MLflow creates and
+    migrates its tables on a process's first call, and two sweeps started at once on a new
+    runs/ would both run the migrations and fail (alembic: `duplicate column`)."""
+    db = sqlite_path(tracking_uri)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ensure(client: MlflowClient, tracking_uri: str, name: str,
+            artifact_location: str | None) -> str:
     for _ in range(2):  # a second pass covers a concurrent creator winning the race
         exp = client.get_experiment_by_name(name)
         if exp is not None:

@@ -2,13 +2,20 @@
 
 One evaluation is one `tune.report` (one `training_iteration`), with the run's state as a
 checkpoint, so ASHA, the failure config and `--resume` all work from the same reports.
+
+Running out of memory ends a trial with a last report `{"oom": True, "error": ...}` instead
+of an exception: Ray's FailureConfig retries every exception, and an out-of-memory error is
+deterministic for a given config and share (a retry from the checkpoint fails the same way,
+`max_failures` times over). A process the kernel kills is still retried, `max_failures` times.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +27,16 @@ from smpl_core.loop import fit
 STATE_FILE = "state.pt"
 
 
-def with_resources(cpus: float, gpus: float):
-    """The trainable with its per-trial share; fractional `gpus` (0.25: four per GPU)."""
+def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
+    """The trainable with its per-trial share; fractional `gpus` (0.25: four per GPU).
+    `memory_gb`: Ray's `memory` resource (a node runs only the trials its RAM holds), which
+    the trial also enforces on itself when it runs on the CPU (see `_cap_memory`)."""
     from ray import tune
 
-    return tune.with_resources(train_smpl, {"cpu": cpus, "gpu": gpus})
+    share = {"cpu": cpus, "gpu": gpus}
+    if memory_gb:
+        share["memory"] = int(memory_gb * 2**30)
+    return tune.with_resources(train_smpl, share)
 
 
 def load_checkpoint_state(checkpoint) -> dict:
@@ -56,6 +68,46 @@ def _placement(cfg: SMPLConfig) -> tuple[SMPLConfig, dict[str, Any]]:
     return cfg, info
 
 
+def _vm_data() -> int | None:
+    """Bytes of this process's data segment (what RLIMIT_DATA counts), where /proc has it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cap_memory(cfg: SMPLConfig, memory_bytes: float):
+    """Cap what a CPU trial may allocate at its `memory` share above what the Ray worker
+    holds when it starts (RLIMIT_DATA: heap and private mappings; a worker with torch loaded
+    already holds about 1 GB, and RLIMIT_AS would also count the ~10 GB of address space
+    Ray and torch reserve but never touch). Past it, allocations fail with a MemoryError
+    in this trial instead of the kernel killing a process, or a neighbour. Returns the undo.
+
+    On CUDA the share of GPU memory is the cap (`set_per_process_memory_fraction`); an
+    address-space limit would break the CUDA driver's own reservations."""
+    used = _vm_data()
+    if not memory_bytes or cfg.device != "cpu" or used is None:
+        return lambda: None
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = used + int(memory_bytes)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
+    return lambda: resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(e)  # torch's CPU allocator raises a plain RuntimeError
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text
+                                            or "out of memory" in text.lower())
+
+
 def train_smpl(config: dict[str, Any]) -> None:
     from ray import tune
 
@@ -68,6 +120,8 @@ def train_smpl(config: dict[str, Any]) -> None:
     if checkpoint is not None:  # a restarted trial or a resumed sweep: continue, not redo
         state = load_checkpoint_state(checkpoint)
 
+    last_step = [int(state["step"]) if state else 0]
+
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
         metrics = {**metrics, **info, "reported_at": time.time()}
         if run_state is None:  # a diverged run has nothing worth checkpointing
@@ -76,5 +130,25 @@ def train_smpl(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as d:
             torch.save(run_state, os.path.join(d, STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        last_step[0] = int(metrics["step"])
 
-    fit(cfg, report=report, state=state)
+    memory = tune.get_context().get_trial_resources().required_resources.get("memory", 0)
+    uncap = _cap_memory(cfg, memory)
+    error = None
+    try:
+        fit(cfg, report=report, state=state)
+    except Exception as e:
+        if not _is_out_of_memory(e):
+            raise
+        limit = f"{memory / 2**30:g} GB of memory" if memory else "the memory it could get"
+        where = "its GPU share" if cfg.device.startswith("cuda") else limit
+        error = (f"out of memory: the trial needed more than {where} after step "
+                 f"{last_step[0]} ({type(e).__name__}: {e})\n\n{traceback.format_exc()}")
+    finally:
+        uncap()
+    if error is not None:  # outside `except`: the failed step's tensors are freed by now
+        if cfg.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        # val_accuracy 0.0 as for a diverged run: Ray wants the metric in every report.
+        tune.report({"oom": True, "error": error, "diverged": False, "val_accuracy": 0.0,
+                     "step": last_step[0], **info, "reported_at": time.time()})

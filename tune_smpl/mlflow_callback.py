@@ -76,10 +76,14 @@ class MlflowSweepCallback(Callback):
 
     @_never_fails
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._start(trial)  # a restarted trial continues its own child run
+        # Ray restarts it from its checkpoint; on_trial_start then reopens its child run
+        # (and counts the restart). Here: why it had to.
+        self.recorder.tag_trial(trial.trial_id, "last_failure", _error_text(trial)[-1000:])
 
     @_never_fails
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("oom"):  # a failure, not a measurement: on_trial_complete records it
+            return
         node = result.get("ray_node_id")
         if node and trial.trial_id not in self._node_tagged:
             self.recorder.tag_trial(trial.trial_id, "ray_node_id", str(node))
@@ -91,7 +95,8 @@ class MlflowSweepCallback(Callback):
     @_never_fails
     def on_trial_complete(self, iteration, trials, trial, **info):
         outcome = trial_outcome(trial, self.max_iterations, ended=True)
-        self.recorder.trial_ended(trial.trial_id, outcome)
+        error = (trial.last_result or {}).get("error") if outcome == "errored" else None
+        self.recorder.trial_ended(trial.trial_id, outcome, error)
 
     @_never_fails
     def on_trial_error(self, iteration, trials, trial, **info):

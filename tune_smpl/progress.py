@@ -17,7 +17,7 @@ def trial_outcome(trial, max_iterations: int, ended: bool = False) -> str:
     TERMINATED.
     """
     last = trial.last_result or {}
-    if trial.status == "ERROR":
+    if trial.status == "ERROR" or last.get("oom"):  # out of memory ends with a last report
         return "errored"
     if last.get("diverged"):
         return "diverged"

@@ -24,11 +24,14 @@ class SweepSettings:
     max_concurrent: int = 0  # 0: as many as the resources allow
     gpus_per_trial: float = 0.0
     cpus_per_trial: float = 1.0
+    memory_per_trial_gb: float | None = None  # Ray `memory` resource; a cap on CPU trials
     time_budget_s: float | None = None
     grace_period: int = 2
     reduction_factor: int = 2
     seed: int = 0
     max_failures: int = 2
+    num_cpus: int | None = None  # offered by a Ray started here (--num-cpus); a resume reuses
+    num_gpus: int | None = None  # them, so a sweep on logical GPUs resumes on logical GPUs
     fixed: list[str] = field(default_factory=list)  # searched fields fixed by --set
 
     def as_params(self) -> dict[str, Any]:
@@ -45,9 +48,13 @@ class SweepSettings:
         for flag, value, low in (("--num-samples", self.num_samples, 1),
                                  ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2),
-                                 ("--max-concurrent", self.max_concurrent, 0)):
+                                 ("--max-concurrent", self.max_concurrent, 0),
+                                 ("--max-failures", self.max_failures, 0)):
             if value < low:
                 raise ValueError(f"`{flag}` must be >= {low}, but got {flag}={value}.")
+        if self.memory_per_trial_gb is not None and self.memory_per_trial_gb <= 0:
+            raise ValueError(f"`--memory-per-trial` must be > 0 GB, but got "
+                             f"--memory-per-trial={self.memory_per_trial_gb:g}.")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ValueError(f"`--time-budget` must be > 0 seconds, but got "
                              f"--time-budget={self.time_budget_s:g}.")
@@ -74,10 +81,15 @@ def save_record(settings: SweepSettings, base: SMPLConfig, space_yaml: str,
     """What `--resume` needs to rebuild the same sweep, whatever flags it is given."""
     folder = study_path(settings).parent
     folder.mkdir(parents=True, exist_ok=True)
+    try:  # "x": of two commands that start the same new name at once, one gets it
+        with open(folder / RECORD, "x") as fh:
+            fh.write(json.dumps({"settings": asdict(settings), "base": base.to_dict(),
+                                 "tracking_uri": tracking_uri}, indent=2))
+    except FileExistsError:
+        raise ValueError(f"`--name` must be new (or pass --resume), but got "
+                         f"--name={settings.name!r}, which is in use ({folder / RECORD} "
+                         f"exists; remove {folder} if that sweep never ran).") from None
     (folder / SPACE_FILE).write_text(space_yaml)
-    (folder / RECORD).write_text(json.dumps({
-        "settings": asdict(settings), "base": base.to_dict(), "tracking_uri": tracking_uri},
-        indent=2))
 
 
 def load_record(storage_path: str, name: str) -> tuple[SweepSettings, SMPLConfig, Path, str]:
@@ -105,7 +117,8 @@ def build_tuner(base: SMPLConfig, space: dict, settings: SweepSettings, callback
     from tune_smpl.searcher import SweepOptunaSearch, study_storage
 
     max_t = max_iterations(base)
-    trainable = with_resources(settings.cpus_per_trial, settings.gpus_per_trial)
+    trainable = with_resources(settings.cpus_per_trial, settings.gpus_per_trial,
+                               settings.memory_per_trial_gb)
     searcher = SweepOptunaSearch(
         space=make_define_by_run(space), metric=METRIC, mode=MODE, seed=settings.seed,
         storage=study_storage(study_path(settings)), study_name=settings.name,

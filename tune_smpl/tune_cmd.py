@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="fraction of a GPU per trial (default 0.25 with GPUs, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--memory-per-trial", type=float, default=None, metavar="GB",
+                   help="RAM per trial: Ray reserves it; a CPU trial that needs more ends "
+                        "as errored (out of memory), not retried")
+    p.add_argument("--max-failures", type=int, default=2, metavar="N",
+                   help="restarts of a trial whose process died, from its last checkpoint")
     p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer")
     p.add_argument("--num-gpus", type=int, default=None,
                    help="local Ray only: GPUs to offer (default: detected)")
@@ -78,9 +83,10 @@ def prepare(args: argparse.Namespace):
     settings = SweepSettings(
         name=name, storage_path=storage, space=args.space, num_samples=args.num_samples,
         max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial or 0.0,
-        cpus_per_trial=args.cpus_per_trial, time_budget_s=args.time_budget,
+        cpus_per_trial=args.cpus_per_trial, memory_per_trial_gb=args.memory_per_trial,
+        time_budget_s=args.time_budget, max_failures=args.max_failures,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
-        fixed=sorted(removed))
+        num_cpus=args.num_cpus, num_gpus=args.num_gpus, fixed=sorted(removed))
     settings.validate()
     if not space:
         raise ValueError("`--space` must leave at least one field to search, but --set fixed "
@@ -135,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     _quiet_libraries()
     base, space, settings, lines = prepare(args)
     tracking = _tracking(args, settings)
-    info = cluster.connect(args.address, args.num_cpus, args.num_gpus)
+    # A local Ray offers what this command asks, else what the resumed sweep started with.
+    info = cluster.connect(args.address, _given(args.num_cpus, settings.num_cpus),
+                           _given(args.num_gpus, settings.num_gpus))
     try:
         if not args.resume:  # a resumed sweep keeps the shares it started with
             gpus = args.gpus_per_trial
@@ -162,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
             ray.shutdown()
 
 
+def _given(value, recorded):
+    return recorded if value is None else value
+
+
 def _tracking(args, settings):
     from mlflow_tracking import check_store, default_tracking_uri
 
@@ -175,16 +187,20 @@ def _sweep(base: SMPLConfig, space: dict, settings, tracking_uri: str, resume: b
     from search_spaces import space_to_yaml
     from tune_smpl.mlflow_callback import MlflowSweepCallback
     from tune_smpl.progress import ProgressLine
+    from tune_smpl.resume import prepare_resume
     from tune_smpl.sweep import build_tuner, max_iterations, save_record
+    from tune_smpl.trial_errors import TrialErrorFile
 
     max_t = max_iterations(base)
     mlflow_cb = MlflowSweepCallback(tracking_uri, settings.name, max_t,
                                     settings=settings.as_params(),
                                     space_yaml=space_to_yaml(space), searched=sorted(space))
-    callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb]
+    callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb, TrialErrorFile()]
     if not resume:
         save_record(settings, base, space_to_yaml(space), tracking_uri)
     tuner = build_tuner(base, space, settings, callbacks, restore=resume)
+    if resume:  # after a killed driver, files and runs can be ahead of Ray's snapshot
+        prepare_resume(tuner, settings, tracking_uri)
     t0 = time.monotonic()
     try:
         results = tuner.fit()
@@ -210,7 +226,8 @@ def _finish(results, settings, mlflow_cb) -> int:
     from trainables import load_checkpoint_state
     from tune_smpl.sweep import METRIC, MODE
 
-    ok = [r for r in results if r.metrics and not r.metrics.get("diverged") and r.error is None]
+    ok = [r for r in results if r.metrics and r.error is None
+          and not r.metrics.get("diverged") and not r.metrics.get("oom")]
     if not ok:
         mlflow_cb.end_sweep(None, None)
         print("no trial finished without error or divergence (see the trials' error.txt "
