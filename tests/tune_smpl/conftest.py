@@ -6,12 +6,15 @@ import logging
 import os
 import socket
 import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A sweep small enough for a 2-core CI machine: 40 steps, a report every 10.
 SMALL = ["steps=40", "eval_every=10", "batch_size=16", "mu=2", "val_size=100"]
@@ -44,3 +47,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cli_env(tag: str) -> dict:
+    """The environment of a `tune-smpl` (or `ray start`) subprocess: its own short Ray temp
+    dir (`/tmp/rt_<pid>_<tag>`: Ray's socket paths must fit in 107 bytes), the checkout on
+    PYTHONPATH (every node's workers import trainables/ and smpl_core/ from it), and no
+    RAY_ADDRESS from outside."""
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
+               RAY_USAGE_STATS_ENABLED="0", TUNE_SMPL_RAY_TMP=f"/tmp/rt_{os.getpid()}_{tag}",
+               TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    return env

@@ -19,29 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune_smpl.conftest import small_sets
+from tests.tune_smpl.conftest import REPO, cli_env, free_port, small_sets
 from tune_smpl.cluster import ClusterInfo, absolute_data_dir, check_storage, storage_path
 
-REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_RE = re.compile(r"^\s*1 node_([0-9a-f]+)\s*$", re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(tag: str) -> dict:
-    # Short temp dirs: Ray's socket paths must fit in 107 bytes.
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
-               RAY_USAGE_STATS_ENABLED="0", TUNE_SMPL_RAY_TMP=f"/tmp/rc_{os.getpid()}_{tag}",
-               TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
-    # Every node's workers import trainables/ and smpl_core/ from the checkout.
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def _node_ids(address: str, env: dict) -> list[str]:
@@ -94,16 +76,16 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     """(address, env, node ids) of a head and a worker node on this machine, 1 CPU each."""
-    env, port = _env("n"), _free_port()
+    env, port = cli_env("n"), free_port()
     address = f"127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("nodes") / "ray_start.log"
     common = ["ray", "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
     head = [*common, "--head", f"--port={port}", "--include-dashboard=false",
             f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}h", '--resources={"head": 1}',
-            f"--dashboard-agent-listen-port={_free_port()}"]
+            f"--dashboard-agent-listen-port={free_port()}"]
     # Ray 2.60 accepts a temp dir per node even on one machine.
     worker = [*common, f"--address={address}", f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}w",
-              '--resources={"worker": 1}', f"--dashboard-agent-listen-port={_free_port()}"]
+              '--resources={"worker": 1}', f"--dashboard-agent-listen-port={free_port()}"]
     procs: list[subprocess.Popen] = []
     try:
         with open(log, "w") as out:
@@ -130,8 +112,8 @@ def test_file_uri_storage_runs_a_local_sweep(tmp_path):
     done = subprocess.run(
         _cmd(tmp_path, "--storage-path", uri, "--name", "viafile", "--num-samples", "2",
              "--num-cpus", "2"),
-        env=_env("f"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    shutil.rmtree(_env("f")["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
+        env=cli_env("f"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    shutil.rmtree(cli_env("f")["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"results in {runs}/viafile" in done.stdout
     sweep = runs / "viafile"

@@ -27,9 +27,9 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from tests.tune_smpl.conftest import cli_env
 from tune_smpl.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
 GOOD_LR, BAD_LR = 0.03, 1.0e6
 SMALL_MU, HUGE_MU = 2, 50000  # 50000: a first step that asks for ~1.6 GB, over a 1 GB cap
 STEPS, EVERY = 120, 20  # six reports: time to kill a worker between two of them
@@ -254,28 +254,19 @@ def test_each_trial_keeps_at_most_its_best_and_latest_checkpoint(mixed):
 
 
 # --- the command in subprocesses ---------------------------------------------------------
-def _env(tag: str) -> dict:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
-               TUNE_SMPL_RAY_TMP=f"/tmp/rr{os.getpid()}{tag}",
-               TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
 def _cmd(root: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(root / "runs"),
             "--tracking-uri", f"sqlite:///{root}/mlflow.db", *args]
 
 
 def _start(root: Path, tag: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(_cmd(root, *args), env=_env(tag), cwd=root, text=True,
+    return subprocess.Popen(_cmd(root, *args), env=cli_env(tag), cwd=root, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
 def _run(root: Path, tag: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(_cmd(root, *args), env=_env(tag), cwd=root, capture_output=True,
+    return subprocess.run(_cmd(root, *args), env=cli_env(tag), cwd=root, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -298,7 +289,7 @@ def _end_group(proc: subprocess.Popen, tag: str) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=60)
-    shutil.rmtree(_env(tag)["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
+    shutil.rmtree(cli_env(tag)["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
 
 
 def _done(rows: list[dict], steps: int) -> bool:

@@ -15,18 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune_smpl.conftest import free_port, small_sets
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tune_smpl.conftest import cli_env, free_port, small_sets
 
 
 def _env(tmp_path: Path) -> dict:
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1",
-               TUNE_SMPL_RAY_TMP=str(Path("/tmp") / f"rs_{os.getpid()}_{tmp_path.name[-6:]}"),
-               TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S="0")
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    env.pop("RAY_ADDRESS", None)
-    return env
+    return cli_env(tmp_path.name[-6:])
 
 
 def _cmd(tmp_path: Path, *args: str) -> list[str]:
