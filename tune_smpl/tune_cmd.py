@@ -198,9 +198,9 @@ def _sweep(base: SMPLConfig, space: dict, settings, tracking_uri: str, resume: b
     callbacks = [ProgressLine(max_t, sorted(space)), mlflow_cb, TrialErrorFile()]
     if not resume:
         save_record(settings, base, space_to_yaml(space), tracking_uri)
-    tuner = build_tuner(base, space, settings, callbacks, restore=resume)
     if resume:  # after a killed driver, files and runs can be ahead of Ray's snapshot
-        prepare_resume(tuner, settings, tracking_uri)
+        prepare_resume(settings, tracking_uri)
+    tuner = build_tuner(base, space, settings, callbacks, restore=resume)
     t0 = time.monotonic()
     try:
         results = tuner.fit()

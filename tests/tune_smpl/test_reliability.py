@@ -253,6 +253,69 @@ def test_each_trial_keeps_at_most_its_best_and_latest_checkpoint(mixed):
         assert all(r["checkpoint_dir_name"] for r in rows)  # every report did checkpoint
 
 
+
+def _snapshot_behind(sweep: Path) -> str:
+    """Rewind Ray's newest snapshot of a finished one-trial sweep to the moment after its
+    first report, as a driver SIGKILLed then leaves it: the trial RUNNING, its latest
+    checkpoint checkpoint_000000, which a better later report has since deleted."""
+    import cloudpickle
+    from ray.train import Checkpoint
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    path = max(sweep.glob("experiment_state-*.json"))
+    state = json.loads(path.read_text())
+    [(trial_json, meta_json)] = state["trial_data"]
+    trial, meta = json.loads(trial_json), json.loads(meta_json)
+    storage = cloudpickle.loads(bytes.fromhex(trial["storage"]["value"]))
+    done = cloudpickle.loads(bytes.fromhex(meta["checkpoint_manager"]["value"]))
+    first = _read_rows(sweep / f"trial_{trial['trial_id']}" / "result.json")[0]
+    early = _CheckpointManager(done.checkpoint_config)
+    early.register_checkpoint(_TrainingResult(
+        checkpoint=Checkpoint(f"{storage.trial_fs_path}/checkpoint_000000"), metrics=first))
+    storage.current_checkpoint_index = 0
+    trial["status"], meta["last_result"] = "RUNNING", first
+    trial["storage"]["value"] = cloudpickle.dumps(storage).hex()
+    meta["checkpoint_manager"]["value"] = cloudpickle.dumps(early).hex()
+    state["trial_data"] = [[json.dumps(trial), json.dumps(meta)]]
+    path.write_text(json.dumps(state))
+    shutil.rmtree(sweep / f"trial_{trial['trial_id']}" / "checkpoint_000000",
+                  ignore_errors=True)
+    return trial["trial_id"]
+
+
+def test_resume_restarts_from_the_checkpoints_on_disk_when_the_snapshot_is_behind(
+        ray_local, tmp_path):
+    """Ray's snapshot can name a checkpoint that is gone (each trial keeps its best and
+    latest only); `--resume` restarts the trial from the newest one on disk instead of
+    failing it `max_failures` times, and records the trial once."""
+    uri, runs = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "runs"
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {type: categorical, choices: [0.05]}\n")  # one config, known
+    sets = ["steps=60", "eval_every=20", "batch_size=16", "mu=2", "val_size=100",
+            "device=cpu"]
+    args = ["tune", "--name", "behind", "--storage-path", str(runs), "--tracking-uri", uri,
+            "--num-samples", "1", "--gpus-per-trial", "0", "--space", str(space),
+            *sum((["--set", s] for s in sets), [])]
+    assert main(args) == 0
+    sweep = runs / "behind"
+    before = _read_rows(next(sweep.glob("trial_*")) / "result.json")
+    tid = _snapshot_behind(sweep)
+    assert main(["tune", "--name", "behind", "--storage-path", str(runs), "--resume"]) == 0
+    rows = _read_rows(sweep / f"trial_{tid}" / "result.json")
+    assert [r["step"] for r in rows] == [20, 40, 60]  # none redone, none lost
+    assert rows == before
+    from ray.tune import ExperimentAnalysis
+
+    [trial] = ExperimentAnalysis(str(sweep)).trials
+    assert trial.status == "TERMINATED" and not (sweep / f"trial_{tid}" / "error.txt").exists()
+    assert len(list((sweep / f"trial_{tid}").glob("checkpoint_*"))) <= 2
+    _, children = _runs(uri, "behind")
+    assert children[tid].data.tags["trial_status"] == "completed"
+    assert _steps(uri, children[tid]) == [20, 40, 60]
+    assert [t.state for t in _study(sweep).trials] == [TrialState.COMPLETE]
+    _assert_nothing_open(uri, sweep)
+
 # --- the command in subprocesses ---------------------------------------------------------
 def _cmd(root: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(root / "runs"),
