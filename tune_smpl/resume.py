@@ -10,7 +10,8 @@ as results come in. After a SIGKILL to the driver they can be ahead of the snaps
   from the newest of them (Ray's own bookkeeping, `_CheckpointManager`, decides which to
   keep, as it would have);
 - its result.json and progress.csv can hold reports after that checkpoint: those reports
-  will come again, so the rows past it go;
+  will come again, so the rows past it go (in the driver's staged copy too, when the
+  Ray session outlived the driver);
 - child runs are left RUNNING: they are ended as interrupted here, and the trials Ray
   continues reopen theirs (so a trial the snapshot does not know stays ended);
 - the study's trials are settled by `SweepOptunaSearch.restore`.
@@ -59,12 +60,44 @@ def settle_trials(sweep: Path) -> None:
         if trial["status"] in ("TERMINATED", "ERROR"):
             continue  # Ray will not run it again
         folder = sweep / f"trial_{trial['trial_id']}"
+        _take_staged_files(folder, _staging(trial))
         last = _rebuild_checkpoints(folder, trial, meta)
         _drop_rows_after(folder, last)
         entry[0], entry[1] = json.dumps(trial), json.dumps(meta)
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)
+
+
+def _staging(trial: dict) -> Path | None:
+    """Where this driver's Ray session stages the trial's result files (the driver writes
+    them there and copies them to the trial folder every few seconds)."""
+    try:
+        return Path(_unpickle(trial["storage"]).trial_driver_staging_path)
+    except Exception:  # noqa: BLE001 - no Ray session here: nothing staged either
+        return None
+
+
+def _take_staged_files(folder: Path, staged: Path | None) -> None:
+    """A driver killed on a Ray cluster that lives on leaves its staged result files in
+    the cluster's session, possibly ahead of the trial folder, and the resumed driver
+    would copy them over the settled ones. The longer copy goes to the trial folder and
+    the staged one is removed (Ray copies it back when the trial restarts). The one with
+    more rows is the newer: Ray only appends to them."""
+    if staged is None or not staged.is_dir():
+        return
+    for name in RESULT_FILES:
+        src, dst = staged / name, folder / name
+        if not src.is_file():
+            continue
+        if not dst.is_file() or _lines(src) > _lines(dst):
+            shutil.copyfile(src, dst)
+        src.unlink()
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for _ in fh)
 
 
 def _rebuild_checkpoints(folder: Path, trial: dict, meta: dict) -> int:
@@ -83,11 +116,14 @@ def _rebuild_checkpoints(folder: Path, trial: dict, meta: dict) -> int:
                 checkpoint=Checkpoint(path=f"{storage.trial_fs_path}/{d.name}",
                                       filesystem=storage.storage_filesystem),
                 metrics=rows[d.name]))
-    kept = {Path(r.checkpoint.path).name for r in manager.best_checkpoint_results}
+    latest = manager.latest_checkpoint_result
+    # What Ray keeps: its best (`best_checkpoint_results`, num_to_keep of them) and its
+    # latest, which may be worse than those and is never deleted.
+    kept = {Path(r.checkpoint.path).name
+            for r in [*manager.best_checkpoint_results, latest] if r is not None}
     for d in folder.glob("checkpoint_*"):
         if d.name not in kept:  # written after the last report the driver saw
             shutil.rmtree(d, ignore_errors=True)
-    latest = manager.latest_checkpoint_result
     if latest is None:  # nothing to continue from: the trial starts again
         if old.latest_checkpoint_result is not None:
             storage.current_checkpoint_index = -1  # Ray's start: its first is checkpoint_000000

@@ -284,11 +284,23 @@ def _snapshot_behind(sweep: Path) -> str:
     return trial["trial_id"]
 
 
+def _latest_worse_than_best(folder: Path) -> None:
+    """Make the trial's last report worse than the one before (its latest checkpoint is
+    then not its best, and both stay on disk), as a trial whose accuracy dips leaves it."""
+    rows = _read_rows(folder / "result.json")
+    shutil.copytree(folder / rows[-1]["checkpoint_dir_name"],
+                    folder / rows[-2]["checkpoint_dir_name"], dirs_exist_ok=True)
+    rows[-2]["val_accuracy"], rows[-1]["val_accuracy"] = 1.0, 0.5
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("latest_is_best", [True, False])
 def test_resume_restarts_from_the_checkpoints_on_disk_when_the_snapshot_is_behind(
-        ray_local, tmp_path):
+        ray_local, tmp_path, latest_is_best):
     """Ray's snapshot can name a checkpoint that is gone (each trial keeps its best and
     latest only); `--resume` restarts the trial from the newest one on disk instead of
-    failing it `max_failures` times, and records the trial once."""
+    failing it `max_failures` times, and records the trial once. A latest checkpoint that
+    is not the best is kept for it."""
     uri, runs = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "runs"
     space = tmp_path / "space.yaml"
     space.write_text("lr: {type: categorical, choices: [0.05]}\n")  # one config, known
@@ -299,7 +311,10 @@ def test_resume_restarts_from_the_checkpoints_on_disk_when_the_snapshot_is_behin
             *sum((["--set", s] for s in sets), [])]
     assert main(args) == 0
     sweep = runs / "behind"
-    before = _read_rows(next(sweep.glob("trial_*")) / "result.json")
+    folder = next(sweep.glob("trial_*"))
+    if not latest_is_best:
+        _latest_worse_than_best(folder)
+    before = _read_rows(folder / "result.json")
     tid = _snapshot_behind(sweep)
     assert main(["tune", "--name", "behind", "--storage-path", str(runs), "--resume"]) == 0
     rows = _read_rows(sweep / f"trial_{tid}" / "result.json")
@@ -309,7 +324,9 @@ def test_resume_restarts_from_the_checkpoints_on_disk_when_the_snapshot_is_behin
 
     [trial] = ExperimentAnalysis(str(sweep)).trials
     assert trial.status == "TERMINATED" and not (sweep / f"trial_{tid}" / "error.txt").exists()
-    assert len(list((sweep / f"trial_{tid}").glob("checkpoint_*"))) <= 2
+    best = max(reversed(before), key=lambda r: r["val_accuracy"])  # a tie: the later one
+    kept = {d.name for d in folder.glob("checkpoint_*")}
+    assert kept == {best["checkpoint_dir_name"], before[-1]["checkpoint_dir_name"]}
     _, children = _runs(uri, "behind")
     assert children[tid].data.tags["trial_status"] == "completed"
     assert _steps(uri, children[tid]) == [20, 40, 60]
