@@ -81,16 +81,16 @@ def _staging(trial: dict) -> Path | None:
 def _take_staged_files(folder: Path, staged: Path | None) -> None:
     """A driver killed on a Ray cluster that lives on leaves its staged result files in
     the cluster's session, possibly ahead of the trial folder, and the resumed driver
-    would copy them over the settled ones. The longer copy goes to the trial folder and
-    the staged one is removed (Ray copies it back when the trial restarts). The one with
-    more rows is the newer: Ray only appends to them."""
+    would copy them over the settled ones. The copy with more rows (Ray only appends) goes
+    to the trial folder and the staged one is removed (Ray copies it back when the trial
+    restarts from a checkpoint; a trial folder not there yet has no checkpoint either)."""
     if staged is None or not staged.is_dir():
         return
     for name in RESULT_FILES:
         src, dst = staged / name, folder / name
         if not src.is_file():
             continue
-        if not dst.is_file() or _lines(src) > _lines(dst):
+        if folder.is_dir() and (not dst.is_file() or _lines(src) > _lines(dst)):
             shutil.copyfile(src, dst)
         src.unlink()
 
