@@ -16,19 +16,20 @@ from typing import Any
 
 import yaml
 
-METHODS = ("smpl", "supervised", "mpl")
+METHODS = ("smpl", "uda", "supervised", "mpl")
 DATASETS = ("moons", "digits", "cifar10", "folder", "parquet")
 MODELS = ("auto", "mlp", "cnn", "wrn28_2")
 FEEDBACK_SIGNS = ("paper", "code")
 SECOND_PASSES = ("reuse", "recompute")
 AMP_MODES = ("auto", "bf16", "off")
 COMPILE_MODES = ("off", "on", "auto")
+EVAL_BN_MODES = ("precise", "running")
 
 
 @dataclass(frozen=True)
 class SMPLConfig:
     # --- what to train -------------------------------------------------------
-    method: str = "smpl"  # smpl | supervised | mpl (teacher + student)
+    method: str = "smpl"  # smpl | uda (UDA alone) | supervised | mpl (teacher + student)
     dataset: str = "digits"  # moons | digits | cifar10 | folder | parquet
     data_dir: str = "data"  # where cifar10 is downloaded; folder/parquet path or URI
     image_column: str = "image"  # parquet: column of encoded image bytes
@@ -39,7 +40,7 @@ class SMPLConfig:
     model: str = "auto"  # auto | mlp | cnn | wrn28_2 (auto: by dataset)
     # --- budget ----------------------------------------------------------------
     steps: int = 600  # optimiser steps in all
-    eval_every: int = 100  # steps between evaluations (one Tune report each)
+    eval_every: int = 100  # steps between evaluations, one Tune report each (> steps: one)
     batch_size: int = 32  # labelled batch B
     mu: int = 7  # unlabelled batch = mu * B
     # --- optimiser: SGD with linear warm-up then cosine decay --------------------
@@ -53,13 +54,20 @@ class SMPLConfig:
     temperature: float = 1.0  # pseudo-label sharpening T
     beta_zero: float = 1.0  # UDA weight at the end of its warm-up
     uda_warmup_steps: int = 100  # beta_k = beta_zero * min(1, (k+1)/uda_warmup_steps)
+    # The log-space clamp is this project's addition: neither reference (max-ng/megaboost,
+    # kekmodel/MPL-pytorch) clamps; clamp_min=1e-30, clamp_max=1 is effectively no clamp.
     clamp_min: float = 1e-8  # probability floor inside the consistency loss's log
     clamp_max: float = 1.0  # probability ceiling inside the consistency loss's log
-    label_smoothing: float = 0.0  # on the labelled cross-entropy
+    label_smoothing: float = 0.0  # on the labelled CE and the first update's CE (both refs)
     grad_clip: float = 0.0  # max grad norm of the second update (0: off)
     feedback_sign: str = "paper"  # paper: h = L_old - L_new; code: h = L_new - L_old
     feedback_baseline: bool = False  # subtract a 0.99 moving average from h
     second_pass: str = "reuse"  # reuse step 1's graph | recompute at theta'
+    mpl_weight: float = 1.0  # weight of L_mpl in the second update (0: first update, no meta term)
+    # --- evaluation -----------------------------------------------------------------
+    ema_decay: float = 0.0  # EMA of the weights, evaluated instead of them (0: off)
+    eval_bn: str = "precise"  # precise: BatchNorm stats recomputed before each eval | running
+    eval_bn_batches: int = 10  # training-sized batches of clean training images for precise BN
     # --- speed ----------------------------------------------------------------------
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     channels_last: bool = True  # conv models on CUDA only
@@ -136,10 +144,12 @@ def _validate(c: SMPLConfig) -> None:
         ("second_pass", SECOND_PASSES),
         ("amp", AMP_MODES),
         ("compile", COMPILE_MODES),
+        ("eval_bn", EVAL_BN_MODES),
     ):
         _check(getattr(c, name) in choices, name, "one of " + " | ".join(choices), getattr(c, name))
     for name in ("lr", "beta_zero", "temperature", "clamp_min", "clamp_max", "threshold",
-                 "momentum", "weight_decay", "label_smoothing", "grad_clip"):
+                 "momentum", "weight_decay", "label_smoothing", "grad_clip", "mpl_weight",
+                 "ema_decay"):
         _check(math.isfinite(getattr(c, name)), name, "a finite number", getattr(c, name))
     _check(0.0 < c.threshold <= 1.0, "threshold", "in (0, 1]", c.threshold)
     _check(c.clamp_max <= 1.0, "clamp_max", "at most 1", c.clamp_max)
@@ -152,11 +162,15 @@ def _validate(c: SMPLConfig) -> None:
     _check(c.weight_decay >= 0.0, "weight_decay", ">= 0", c.weight_decay)
     _check(0.0 <= c.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", c.label_smoothing)
     _check(c.grad_clip >= 0.0, "grad_clip", ">= 0 (0 turns clipping off)", c.grad_clip)
+    _check(c.mpl_weight >= 0.0, "mpl_weight", ">= 0 (0 drops the meta term)", c.mpl_weight)
+    _check(0.0 <= c.ema_decay < 1.0, "ema_decay", "in [0, 1) (0 turns the EMA off)", c.ema_decay)
+    _check(c.eval_bn_batches >= 1, "eval_bn_batches", ">= 1", c.eval_bn_batches)
     _check(c.uda_warmup_steps >= 1, "uda_warmup_steps", ">= 1", c.uda_warmup_steps)
     _check(c.lr_warmup_steps >= 0, "lr_warmup_steps", ">= 0", c.lr_warmup_steps)
     _check(c.lr_warmup_steps < c.steps, "lr_warmup_steps", f"< steps={c.steps}", c.lr_warmup_steps)
     _check(c.steps >= 1, "steps", ">= 1", c.steps)
-    _check(1 <= c.eval_every <= c.steps, "eval_every", f"in [1, steps={c.steps}]", c.eval_every)
+    # eval_every > steps is a short run: it evaluates once, at its last step.
+    _check(c.eval_every >= 1, "eval_every", ">= 1", c.eval_every)
     _check(c.batch_size >= 1, "batch_size", ">= 1", c.batch_size)
     _check(c.mu >= 1, "mu", ">= 1", c.mu)
     _check(c.num_labeled >= 1, "num_labeled", ">= 1", c.num_labeled)

@@ -1,10 +1,13 @@
 """The training loop: `fit(config, report=callback, state=None)`.
 
-Every `eval_every` steps it evaluates on the validation split and hands `report` the
-metric dict of DESIGN.md plus a checkpointable state (CPU copies: models, optimisers,
-step, sampler, RNG states, feedback baseline). Giving that state back to `fit` continues
-the same run. Metrics stay on the device between reports: one host sync per report, plus
-one every `FINITE_CHECK_EVERY` steps to stop a diverging run early.
+Every `eval_every` steps (and at the last step) it evaluates on the validation split and
+hands `report` the metric dict of DESIGN.md, the feedback diagnostics of
+smpl_core.metrics, and a checkpointable state (CPU copies: the model as evaluated, the
+training models and EMA, optimisers, step, sampler, RNG states, feedback baseline). Giving
+that state back to `fit` continues the same run. What is evaluated is a separate copy
+(EMA or raw weights, precise BatchNorm statistics: smpl_core.evaluation), so evaluating
+never changes training. Metrics stay on the device between reports: one host sync per
+report, plus one every `FINITE_CHECK_EVERY` steps to stop a diverging run early.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from smpl_core import losses
 from smpl_core.config import SMPLConfig
 from smpl_core.data import Sampler, Splits, load_splits
+from smpl_core.evaluation import EMA, bn_pool, evaluate, precise_bn
+from smpl_core.metrics import Window
 from smpl_core.models import build_model, resolve_model_name
-from smpl_core.step import StepSettings, mpl_step, smpl_step, supervised_step
+from smpl_core.step import mpl_step, smpl_step, supervised_step, uda_step
 
+STEPS = {"smpl": smpl_step, "uda": uda_step, "supervised": supervised_step}
 Report = Callable[[dict[str, Any], "dict | None"], None]
 FINITE_CHECK_EVERY = 10  # steps between host checks for a non-finite loss
 # compile=auto: torch.compile pays once its saving covers the compile time. From the
@@ -69,22 +74,6 @@ def _optimizer(cfg: SMPLConfig, model: nn.Module) -> torch.optim.SGD:
                            weight_decay=cfg.weight_decay)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, splits: Splits, x: torch.Tensor, y: torch.Tensor,
-             batch: int = 1024) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` in eval mode on stored examples."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), device=y.device)
-    total_loss = torch.zeros((), device=y.device)
-    for i in range(0, len(y), batch):
-        z = model(splits.inputs(x[i:i + batch])).float()
-        correct += (z.argmax(-1) == y[i:i + batch]).sum()
-        total_loss += F.cross_entropy(z, y[i:i + batch], reduction="sum")
-    model.train(was_training)
-    return (correct / len(y)).item(), (total_loss / len(y)).item()
-
-
 def _rng_state(device: torch.device) -> dict:
     st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
           "python": random.getstate()}
@@ -113,7 +102,8 @@ def _cpu_copy(obj):
 
 
 class _Run:
-    """The models, optimisers and sampler of one run, and how to snapshot them."""
+    """The models, optimisers and sampler of one run, its evaluated copy, and how to
+    snapshot them."""
 
     def __init__(self, cfg: SMPLConfig, device: torch.device):
         self.cfg, self.device = cfg, device
@@ -121,10 +111,14 @@ class _Run:
         name = resolve_model_name(cfg.model, cfg.dataset)
         self.models: dict[str, nn.Module] = {}
         roles = ("teacher", "student") if cfg.method == "mpl" else ("model",)
+        self.eval_role = roles[-1]  # SMPL's one model, MPL's student
         for role in roles:
             m = build_model(name, self.splits.input_shape, self.splits.num_classes).to(device)
             if cfg.channels_last and device.type == "cuda" and self.splits.is_image:
                 m = m.to(memory_format=torch.channels_last)
+            if role == self.eval_role:  # eager copies (deepcopy draws no random numbers)
+                self.eval_net = copy.deepcopy(m).train()
+                self.ema = EMA(copy.deepcopy(m), cfg.ema_decay) if cfg.ema_decay > 0 else None
             if _use_compile(cfg, device):
                 # Compiles forward only (the step's two backward passes come from autograd);
                 # inductor's cache on local disk lets the node's later trials reuse it.
@@ -133,24 +127,44 @@ class _Run:
         self.optimizers = {role: _optimizer(cfg, m) for role, m in self.models.items()}
         self.sampler = Sampler(self.splits, cfg.batch_size, cfg.mu,
                                unlabeled=cfg.method != "supervised")
+        self.bn_idx, self.bn_batch = bn_pool(self.splits, cfg)
         self.baseline = torch.zeros((), device=device)
         self.step = 0
 
     @property
     def eval_model(self) -> nn.Module:
-        return self.models.get("student", self.models.get("model"))
+        """The model the last `prepare_eval` made: EMA or raw weights, precise BN or not."""
+        return self.eval_net
+
+    def prepare_eval(self, autocast=None) -> nn.Module:
+        """Load the evaluated weights into the eval copy and, with `eval_bn=precise`,
+        recompute its BatchNorm statistics. The training models are not touched."""
+        src = self.ema.module if self.ema is not None else self.models[self.eval_role]
+        self.eval_net.load_state_dict(src.state_dict())
+        if self.cfg.eval_bn == "precise":
+            precise_bn(self.eval_net, self.splits, self.bn_idx, self.bn_batch, autocast)
+        return self.eval_net
 
     def state(self) -> dict:
+        """`models` holds the model as evaluated (what export and MLflow log, scoring what
+        was reported); `train_models` the training models and EMA, to resume from."""
+        train = {k: m.state_dict() for k, m in self.models.items()}
+        if self.ema is not None:
+            train["ema"] = self.ema.module.state_dict()
         return _cpu_copy({
             "step": self.step, "config": self.cfg.to_dict(),
-            "models": {k: m.state_dict() for k, m in self.models.items()},
+            "models": {self.eval_role: self.eval_net.state_dict()}, "train_models": train,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "sampler": self.sampler.state_dict(), "baseline": self.baseline,
             "rng": _rng_state(self.device)})
 
     def load(self, st: dict) -> None:
+        train = st.get("train_models", st["models"])  # states written before the EMA
         for k, m in self.models.items():
-            m.load_state_dict(st["models"][k])
+            m.load_state_dict(train[k])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(train["ema"])
+        self.eval_net.load_state_dict(st["models"][self.eval_role])
         for k, o in self.optimizers.items():
             o.load_state_dict(st["optimizers"][k])
         self.sampler.load_state_dict(st["sampler"])
@@ -158,26 +172,26 @@ class _Run:
         self.step = int(st["step"])
         _set_rng_state(st["rng"], self.device)
 
-    def train_step(self, autocast) -> dict[str, torch.Tensor]:
+    def train_step(self, autocast, measure: bool = False) -> dict[str, torch.Tensor]:
+        """One step; `measure`: also return `train/mpl_grad_ratio` (one extra backward)."""
         cfg, k = self.cfg, self.step
         lr = losses.lr_at(k, cfg.lr, cfg.lr_warmup_steps, cfg.steps)
         for o in self.optimizers.values():
             for g in o.param_groups:
                 g["lr"] = lr
-        beta = losses.beta_at(k, cfg.beta_zero, cfg.uda_warmup_steps)
-        s = StepSettings.from_config(cfg, lr, beta, autocast)
+        kw = dict(lr=lr, beta=losses.beta_at(k, cfg.beta_zero, cfg.uda_warmup_steps),
+                  baseline=self.baseline, autocast=autocast, measure=measure)
         b = self.sampler.next()
-        if cfg.method == "smpl":
-            out, self.baseline = smpl_step(self.models["model"], self.optimizers["model"], b, s,
-                                           self.baseline)
-        elif cfg.method == "mpl":
+        if cfg.method == "mpl":
             out, self.baseline = mpl_step(self.models["teacher"], self.models["student"],
                                           self.optimizers["teacher"], self.optimizers["student"],
-                                          b, s, self.baseline)
+                                          b, cfg, **kw)
         else:
-            out, self.baseline = supervised_step(self.models["model"], self.optimizers["model"], b,
-                                                 s, self.baseline)
+            step = STEPS[cfg.method]
+            out, self.baseline = step(self.models["model"], self.optimizers["model"], b, cfg, **kw)
         self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.models[self.eval_role], self.step)
         return out
 
     def images_per_step(self) -> int:
@@ -201,45 +215,45 @@ def fit(config: SMPLConfig | dict, report: Report | None = None, state: dict | N
         run.load(state)
     autocast = _autocast(cfg, device)
     history: list[dict[str, Any]] = []
-    sums: dict[str, torch.Tensor] = {}
+    window = Window()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    steps_in_window, t0 = 0, time.perf_counter()
+    t0 = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     metrics: dict[str, Any] = {}
     while run.step < cfg.steps:
         step = run.step
-        out = run.train_step(autocast)
+        # A report follows this step: measure its mpl gradient ratio (the other steps of
+        # the window cost nothing extra). eval_every > steps: one report, at the end.
+        last = step + 1 == cfg.steps or (step + 1) % cfg.eval_every == 0
+        out = run.train_step(autocast, measure=last)
         finite = out.pop("finite")
         first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0) + v.float()
-        steps_in_window += 1
-        at_report = run.step % cfg.eval_every == 0 or run.step == cfg.steps
-        if at_report or run.step % FINITE_CHECK_EVERY == 0:
+        window.add(out)
+        if last or run.step % FINITE_CHECK_EVERY == 0:
             bad_step = int(first_bad.item())
             if bad_step >= 0:  # never train on, and never checkpoint, a non-finite model
                 metrics = {"diverged": True, "step": bad_step, "val_accuracy": 0.0}
                 history.append(metrics)
                 if report is not None:
                     report(dict(metrics), None)
-                return FitResult(metrics, run.eval_model, run.splits, history)
-        if not at_report:
+                return FitResult(metrics, run.models[run.eval_role], run.splits, history)
+        if not last:
             continue
-        val_acc, val_loss = evaluate(run.eval_model, run.splits, run.splits.x_val,
-                                     run.splits.y_val)
-        elapsed = time.perf_counter() - t0
-        metrics = {k: (v / steps_in_window).item() for k, v in sums.items()}
+        elapsed = time.perf_counter() - t0  # training only: precise BN is the evaluation's
+        model = run.prepare_eval(autocast)
+        val_acc, val_loss = evaluate(model, run.splits, run.splits.x_val, run.splits.y_val)
+        metrics = window.summary()
         metrics.update({
             "val_accuracy": val_acc, "val_loss": val_loss,
-            "images_per_s": steps_in_window * run.images_per_step() / elapsed,
+            "images_per_s": window.steps * run.images_per_step() / elapsed,
             "gpu_mem_peak_mb": (torch.cuda.max_memory_allocated(device) / 2**20
                                 if device.type == "cuda" else 0.0),
             "step": run.step, "diverged": False})
         history.append(metrics)
         if report is not None:
             report(dict(metrics), run.state())
-        sums, steps_in_window, t0 = {}, 0, time.perf_counter()
+        window, t0 = Window(), time.perf_counter()
     return FitResult(metrics, run.eval_model, run.splits, history)
 
 

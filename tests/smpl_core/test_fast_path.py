@@ -12,7 +12,7 @@ from smpl_core.config import SMPLConfig
 from smpl_core.data import Batch
 from smpl_core.loop import _Run, fit
 from smpl_core.models import SmallCNN
-from smpl_core.step import StepSettings, smpl_step
+from smpl_core.step import smpl_step
 
 TINY = dict(steps=3, eval_every=3, batch_size=8, mu=2, val_size=50, device="cpu")
 
@@ -35,10 +35,7 @@ def test_compiled_step_matches_eager():
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
-def _settings() -> StepSettings:
-    return StepSettings(threshold=0.5, temperature=1.0, clamp_min=1e-8, clamp_max=1.0,
-                        label_smoothing=0.0, grad_clip=0.0, feedback_sign="paper",
-                        feedback_baseline=False, second_pass="reuse", lr=0.05, beta=1.0)
+CFG = SMPLConfig(threshold=0.5)
 
 
 def test_channels_last_step_matches_contiguous():
@@ -53,7 +50,7 @@ def test_channels_last_step_matches_contiguous():
         xs = x.contiguous(memory_format=memory_format)
         b = Batch(xs[:8], y[:8], xs[8:24], xs[24:], y[8:], torch.arange(16))
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        stats, _ = smpl_step(model, opt, b, _settings(), torch.zeros(()))
+        stats, _ = smpl_step(model, opt, b, CFG, lr=0.05, beta=1.0, baseline=torch.zeros(()))
         results.append(({k: float(v) for k, v in stats.items()},
                         [p.detach().contiguous() for p in model.parameters()]))
     (s1, p1), (s2, p2) = results

@@ -17,7 +17,10 @@ N = 5  # steps between reports; runs are 2N steps
 SMPL_KEYS = {"val_accuracy", "val_loss", "train/loss_labeled", "train/loss_uda",
              "train/loss_mpl", "train/feedback", "train/mask_ratio",
              "train/pseudo_label_accuracy", "images_per_s", "gpu_mem_peak_mb", "step",
-             "diverged"}
+             "diverged", "train/feedback_abs", "train/feedback_std", "train/feedback_pos_frac",
+             "train/mpl_grad_ratio"}
+UDA_KEYS = SMPL_KEYS - {"train/loss_mpl", "train/feedback", "train/feedback_abs",
+                        "train/feedback_std", "train/feedback_pos_frac", "train/mpl_grad_ratio"}
 
 
 def _cfg(method="smpl", **kw):
@@ -35,6 +38,9 @@ def _weights(result):
     ("smpl", {}),
     ("smpl", {"second_pass": "recompute", "feedback_baseline": True}),
     ("mpl", {}),
+    ("mpl", {"ema_decay": 0.9}),
+    ("smpl", {"ema_decay": 0.9, "mpl_weight": 0.0}),
+    ("uda", {}),
     ("supervised", {}),
 ])
 def test_resume_continues_the_same_run(method, extra):
@@ -48,13 +54,21 @@ def test_resume_continues_the_same_run(method, extra):
     full = fit(cfg, report=report)
     assert [m["step"] for m in reports] == [N, 2 * N]
     assert states[0]["step"] == N
-    resumed_reports = []
-    resumed = fit(cfg, report=lambda m, s: resumed_reports.append(m), state=states[0])
+    resumed_reports, resumed_states = [], []
+
+    def resumed_report(metrics, state):
+        resumed_reports.append(metrics)
+        resumed_states.append(state)
+
+    resumed = fit(cfg, report=resumed_report, state=states[0])
     assert [m["step"] for m in resumed_reports] == [2 * N]
     a, b = _weights(full), _weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    for role, sd in states[-1]["train_models"].items():  # training models and EMA too
+        for k, v in sd.items():
+            assert torch.equal(v, resumed_states[-1]["train_models"][role][k]), (role, k)
     assert resumed.metrics["val_accuracy"] == full.metrics["val_accuracy"]
     assert resumed.metrics["val_loss"] == full.metrics["val_loss"]
     # The check can fail: the weights did move between the snapshot and the end.
@@ -116,6 +130,7 @@ def test_supervised_and_mpl_metrics():
                         "gpu_mem_peak_mb", "step", "diverged"}
     mpl = fit(_cfg("mpl")).metrics
     assert set(mpl) == SMPL_KEYS
+    assert set(fit(_cfg("uda")).metrics) == UDA_KEYS
 
 
 def test_same_seed_same_run():

@@ -14,9 +14,10 @@ import math
 import pytest
 import torch
 
+from smpl_core.config import SMPLConfig
 from smpl_core.data import Batch
 from smpl_core.models import MLP, SmallCNN
-from smpl_core.step import StepSettings, smpl_step, supervised_step
+from smpl_core.step import smpl_step, supervised_step
 
 D, C, N_L, N_U = 4, 3, 6, 10  # input features, classes, labelled and unlabelled batch
 T = 0.8  # temperature
@@ -49,25 +50,28 @@ def ref_uda(z_l, y_l, z_uw, z_us, thr):
     return ce(z_l, y_l, LS) + BETA * (mask * cons).mean()
 
 
-def reference(theta, b: Batch, lr, opt_lr, thr, second_pass, sign="paper", baseline=0.0):
-    """(theta', h_raw, new parameters) of one SMPL step, float64, from first principles."""
+def reference(theta, b: Batch, lr, opt_lr, thr, second_pass, sign="paper", baseline=0.0,
+              mpl_weight=1.0):
+    """(theta', h_raw, new parameters, g2) of one SMPL step, float64, from first principles."""
     theta = [t.detach().clone().requires_grad_(True) for t in theta]
     x = torch.cat([b.x_l, b.x_uw, b.x_us])
     z_l, z_uw, z_us = forward(theta, x).split([N_L, N_U, N_U])
     y_hat = torch.softmax(z_uw.detach() / T, -1).argmax(-1)
-    g1 = torch.autograd.grad(ce(z_us, y_hat), theta, retain_graph=True)
+    g1 = torch.autograd.grad(ce(z_us, y_hat, LS), theta, retain_graph=True)
     theta1 = [t.detach() - lr * g for t, g in zip(theta, g1)]
     l_old = ce(z_l.detach(), b.y_l)
     l_new = ce(forward(theta1, b.x_l), b.y_l)
     h_raw = (l_old - l_new) if sign == "paper" else (l_new - l_old)
     h = h_raw - baseline
     if second_pass == "reuse":
-        total = ref_uda(z_l, b.y_l, z_uw, z_us, thr) + h * ce(z_us, z_us.detach().argmax(-1))
+        total = (ref_uda(z_l, b.y_l, z_uw, z_us, thr)
+                 + mpl_weight * h * ce(z_us, z_us.detach().argmax(-1)))
         g2 = torch.autograd.grad(total, theta)
     else:
         th1 = [t.clone().requires_grad_(True) for t in theta1]
         z_l2, z_uw2, z_us2 = forward(th1, x).split([N_L, N_U, N_U])
-        total = ref_uda(z_l2, b.y_l, z_uw2, z_us2, thr) + h * ce(z_us2, z_us2.detach().argmax(-1))
+        total = (ref_uda(z_l2, b.y_l, z_uw2, z_us2, thr)
+                 + mpl_weight * h * ce(z_us2, z_us2.detach().argmax(-1)))
         g2 = torch.autograd.grad(total, th1)
     new = [t1 - opt_lr * g for t1, g in zip(theta1, g2)]
     return theta1, h_raw.detach(), new, g2
@@ -106,48 +110,29 @@ def mixed_threshold(model, b):
     return float((conf[k] + conf[k + 1]) / 2)
 
 
-def settings(thr, lr, second_pass="reuse", sign="paper", baseline=False, clip=0.0):
-    return StepSettings(threshold=thr, temperature=T, clamp_min=CMIN, clamp_max=CMAX,
-                        label_smoothing=LS, grad_clip=clip, feedback_sign=sign,
-                        feedback_baseline=baseline, second_pass=second_pass, lr=lr, beta=BETA)
+def settings(thr, lr, second_pass="reuse", sign="paper", baseline=False, clip=0.0,
+             mpl_weight=1.0):
+    """The run's config and this step's lr_k (first update) and beta_k, as the loop passes
+    them to a step."""
+    cfg = SMPLConfig(threshold=thr, temperature=T, clamp_min=CMIN, clamp_max=CMAX,
+                     label_smoothing=LS, grad_clip=clip, feedback_sign=sign,
+                     feedback_baseline=baseline, second_pass=second_pass,
+                     mpl_weight=mpl_weight)
+    return cfg, {"lr": lr, "beta": BETA}
 
 
-def run_step(model, b, s, opt_lr, baseline=0.0):
+def run_step(model, b, s, opt_lr, baseline=0.0, step=smpl_step, measure=False):
+    cfg, sched = s
     opt = torch.optim.SGD(model.parameters(), lr=opt_lr, momentum=0, weight_decay=0)
-    out, new_baseline = smpl_step(model, opt, b, s, torch.tensor(baseline, dtype=torch.float64))
-    return out, new_baseline
+    return step(model, opt, b, cfg, **sched, measure=measure,
+                baseline=torch.tensor(baseline, dtype=torch.float64))
 
 
 def max_diff(a, b):
     return max(float((x.detach() - y.detach()).abs().max()) for x, y in zip(a, b))
 
 
-# --- 1. the feedback identity ------------------------------------------------------------------
-
-def _taylor_residual(lr):
-    """((L_old - L_new) - lr * grad L_l(theta') . g1, lr * grad L_l(theta') . g1), float64."""
-    model, b = make_model(), make_batch()
-    theta = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    z_us = forward(theta, b.x_us)
-    y_hat = torch.softmax(forward(theta, b.x_uw).detach() / T, -1).argmax(-1)
-    g1 = torch.autograd.grad(ce(z_us, y_hat), theta)
-    theta1 = [(t - lr * g).detach().requires_grad_(True) for t, g in zip(theta, g1)]
-    with torch.no_grad():
-        l_old = ce(forward(theta, b.x_l), b.y_l)
-    l_new = ce(forward(theta1, b.x_l), b.y_l)
-    grad_new = torch.autograd.grad(l_new, theta1)
-    taylor = lr * sum((gn * g).sum() for gn, g in zip(grad_new, g1))
-    return float((l_old - l_new - taylor).detach()), float(taylor.detach())
-
-
-def test_feedback_identity_first_order_taylor_float64():
-    res, taylor = _taylor_residual(1e-3)
-    assert abs(taylor) > 1e-7  # a non-degenerate direction, else the check is vacuous
-    assert abs(res) <= 1e-2 * abs(taylor)
-    # The residual is second order: halving lr quarters it.
-    res_half, _ = _taylor_residual(5e-4)
-    assert 3.5 < res / res_half < 4.5
-
+# --- 1. the reported feedback (the identity on project code: test_feedback_identity.py) ---
 
 @pytest.mark.parametrize("second_pass", ["reuse", "recompute"])
 def test_reported_feedback_is_l_old_minus_l_new_and_code_sign_negates(second_pass):
@@ -234,7 +219,8 @@ def test_supervised_step_is_plain_sgd_on_labelled_ce():
     expected = [t.detach() - LR2 * gi for t, gi in zip(theta, g)]
     model = copy.deepcopy(base)
     opt = torch.optim.SGD(model.parameters(), lr=LR2)
-    supervised_step(model, opt, b, settings(0.9, LR1), torch.zeros(()))
+    cfg, sched = settings(0.9, LR1)
+    supervised_step(model, opt, b, cfg, **sched, baseline=torch.zeros(()))
     assert max_diff(list(model.parameters()), expected) <= 1e-6
     assert max_diff(list(model.parameters()), list(base.parameters())) > 1e-3
 
@@ -253,6 +239,8 @@ def test_step_reports_batch_statistics():
     assert set(out) == {"train/loss_labeled", "train/loss_uda", "train/loss_mpl",
                         "train/feedback", "train/mask_ratio", "train/pseudo_label_accuracy",
                         "finite"}
+    measured, _ = run_step(copy.deepcopy(base), b, settings(thr, LR1), LR2, measure=True)
+    assert set(measured) == set(out) | {"train/mpl_grad_ratio"}
 
 
 def test_feedback_vanishes_with_lr_for_batchnorm_model():
@@ -262,7 +250,6 @@ def test_feedback_vanishes_with_lr_for_batchnorm_model():
     x = torch.randn(N_L + 2 * N_U, 1, 8, 8, generator=g)
     b = Batch(x[:N_L], torch.randint(0, 10, (N_L,), generator=g), x[N_L:N_L + N_U],
               x[N_L + N_U:], torch.randint(0, 10, (N_U,), generator=g), torch.arange(N_U))
-    s = StepSettings(0.95, 1.0, 1e-8, 1.0, 0.0, 0.0, "paper", False, "reuse", 1e-12, 1.0)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    out, _ = smpl_step(model, opt, b, s, torch.zeros(()))
+    out, _ = smpl_step(model, opt, b, SMPLConfig(), lr=1e-12, beta=1.0, baseline=torch.zeros(()))
     assert abs(float(out["train/feedback"])) < 1e-5
