@@ -4,20 +4,31 @@
 active fluent run it files the LoggedModel under experiment "0" (Default), not the run's
 experiment. So we create the LoggedModel ourselves in the right experiment, pass its id,
 and point the global URI at our store only for the duration of the call, under a lock,
-restoring it afterwards (the driver may record two sweeps into two stores).
+restoring it afterwards (the driver may record two sweeps into two stores), with the
+public `mlflow.set_tracking_uri` / `get_tracking_uri`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.tracking._tracking_service import utils as _tracking_utils
 
 MODEL_NAME = "best_model"
 _GLOBAL_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def log_torch_model(tracking_uri: str, experiment_id: str, run_id: str, model: Any,
@@ -33,7 +44,7 @@ def log_torch_model(tracking_uri: str, experiment_id: str, run_id: str, model: A
                         f"{type(model).__name__}.")
     client = MlflowClient(tracking_uri)
     logged = client.create_logged_model(experiment_id, name=name, source_run_id=run_id)
-    with _GLOBAL_URI_LOCK, _tracking_utils._use_tracking_uri(tracking_uri):
+    with _GLOBAL_URI_LOCK, _tracking_uri(tracking_uri):
         info = mlflow.pytorch.log_model(
             model,
             name=name,

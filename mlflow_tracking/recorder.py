@@ -7,12 +7,13 @@ tracking URI, so one process can record two sweeps into two stores.
 What lands where (names are stable: the export command and the tests search by them):
 - parent: run name = sweep name; tags `sweep_name`, `run_kind=sweep`, `git_commit`
   (also `mlflow.source.git.commit`); settings as params (nested keys joined by `.`);
-  artifact `search_space.yaml`. At the end: metrics `best/<name>`, artifact
-  `best_config.yaml`, tags `best_trial_id`, `best_run_id`, `best_model_uri`, and the
-  LoggedModel `best_model`.
+  artifact `search_space.yaml`. At the end: the sweep's own figures as metrics (given by
+  the sweep: best value, trials by outcome, seconds), artifact `best_config.yaml`, tags
+  `best_trial_id`, `best_run_id`, `best_model_uri`, and the LoggedModel `best_model`.
 - child: run name = trial name; tags `mlflow.parentRunId`, `sweep_name`, `run_kind=trial`,
-  `trial_id`, `ray_node_id`, `trial_status` (running | completed | early_stopped |
-  errored | diverged | interrupted), `restarts`, `last_failure` (why it restarted), `error`;
+  `trial_id`, `ray_node_id`, `trial_status` (pending | running, then the trial's outcome:
+  completed | early_stopped | cut_by_budget | diverged | errored | out_of_memory |
+  interrupted), `restarts`, `resumes`, `last_failure` (why it restarted), `error`;
   every SMPLConfig field as a param; artifacts `config.yaml` and `error.txt`; each report's
   numeric metrics at step=step.
 """
@@ -39,8 +40,11 @@ from smpl_core.config import SMPLConfig
 log = logging.getLogger(__name__)
 
 PARENT_ID_TAG = "mlflow.parentRunId"
+# A trial's outcome (the `trial_status` tag) -> its run status. The outcome is decided by
+# the sweep (tune_smpl.sweep.outcome); this is how MLflow shows it.
 TRIAL_STATUSES = {"completed": "FINISHED", "early_stopped": "FINISHED",
-                  "errored": "FAILED", "diverged": "FAILED"}
+                  "cut_by_budget": "FINISHED", "diverged": "FAILED", "errored": "FAILED",
+                  "out_of_memory": "FAILED", "interrupted": "KILLED"}
 SWEEP_END_STATUSES = ("FINISHED", "KILLED", "FAILED")
 MAX_ERROR_TAG = 5000  # MLflow caps tag values at 8000 characters; the artifact keeps all
 
@@ -91,17 +95,23 @@ class SweepRecorder:
         return self.parent_run_id
 
     def end_sweep(self, best: Mapping[str, Any] | None, model: Any = None,
-                  status: str = "FINISHED") -> str | None:
-        """Record the best trial on the parent and end the sweep's runs; return the model URI.
+                  status: str = "FINISHED", figures: Mapping[str, float] | None = None,
+                  tags: Mapping[str, Any] | None = None) -> str | None:
+        """Record the sweep's end on the parent and end its runs; return the model URI.
 
-        `best` holds `trial_id`, `config` (the trial's config) and its metrics, either under
-        `metrics` or as the other numeric entries (a Tune `Result.metrics` works as is).
+        `best` holds `trial_id` and `config` (the best trial's config); `figures` are the
+        sweep's own numbers (best value, trials by outcome, seconds), the parent's only
+        metrics; `tags` e.g. the sweep's status.
         """
         if status not in SWEEP_END_STATUSES:
             raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
                              f"but got status={status!r}.")
         parent = self._require_parent()
         model_uri = None
+        if figures:
+            V.log_metrics(self.client, parent, V.to_metrics(figures, step=0))
+        if tags:
+            V.set_tags(self.client, parent, tags)
         if best:
             self._log_best(parent, best)
         if model is not None:
@@ -128,13 +138,13 @@ class SweepRecorder:
                            close_parent=not trials_only)
 
     # --- trials ----------------------------------------------------------------
-    def trial_started(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
-                      node_id: str | None = None) -> str:
-        """Create the trial's child run, or reopen it (resume, restarted trial)."""
+    def open_trial(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
+                   status: str = "pending", resumes: int = 0) -> str:
+        """Create the trial's child run, or reopen it (a resumed sweep runs it on)."""
         parent = self._require_parent()
-        tags: dict[str, Any] = {"trial_status": "running"}
-        if node_id:
-            tags["ray_node_id"] = node_id
+        tags: dict[str, Any] = {"trial_status": status}
+        if resumes:
+            tags["resumes"] = resumes
         run_id = self._runs.get(trial_id) or self._find_child(trial_id)
         if run_id is None:
             run = self.client.create_run(self.experiment_id, run_name=trial_name, tags={
@@ -143,9 +153,8 @@ class SweepRecorder:
             run_id = run.info.run_id
         else:
             run = self.client.get_run(run_id)
-            restarts = int(run.data.tags.get("restarts", "0")) + 1
             self.client.update_run(run_id, status="RUNNING")
-            V.set_tags(self.client, run_id, {**tags, "restarts": restarts})
+            V.set_tags(self.client, run_id, tags)
             # A trial continues from its checkpoint, which can be older than its last logged
             # report (a driver killed between the two): those steps are not logged twice.
             self._last_step[trial_id] = max(
@@ -156,7 +165,7 @@ class SweepRecorder:
         params = {k: V.param_text(v) for k, v in (cfg.to_dict() if cfg else given).items()}
         changed = V.log_new_params(self.client, run_id, params)
         if changed:
-            log.warning("trial %s restarted with changed config %s; MLflow keeps the first "
+            log.warning("trial %s reopened with changed config %s; MLflow keeps the first "
                         "values", trial_id, ", ".join(changed))
         if cfg is None:  # the trial will fail on it; its run should say why
             V.set_tags(self.client, run_id, {"config_error": problem})
@@ -164,6 +173,20 @@ class SweepRecorder:
             header = f"trial {trial_id} of sweep {self.sweep_name}"
             self.client.log_text(run_id, cfg.to_yaml(header=header), "config.yaml")
         return run_id
+
+    def ensure_ended(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
+                     status: str, error: str | None = None) -> None:
+        """Make the trial's run show `status` (a run left behind by a killed driver)."""
+        run_id = self._runs.get(trial_id) or self._find_child(trial_id)
+        if run_id is not None:
+            run = self.client.get_run(run_id)
+            if (run.data.tags.get("trial_status") == status
+                    and run.info.status == TRIAL_STATUSES.get(status)):
+                self._runs[trial_id] = run_id
+                return
+        else:
+            self.open_trial(trial_id, trial_name, config, status)
+        self.trial_ended(trial_id, status, error)
 
     def trial_reported(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
         """Log every numeric entry of one report at `step` (non-numeric ones are skipped);
@@ -216,16 +239,12 @@ class SweepRecorder:
         run_id = self._runs.get(trial_id) or self._find_child(trial_id)
         if run_id is None:
             raise ValueError(f"trial {trial_id!r} of sweep {self.sweep_name!r} has no MLflow "
-                             f"run: call trial_started() first.")
+                             f"run: call open_trial() first.")
         self._runs[trial_id] = run_id
         return run_id
 
     def _log_best(self, parent: str, best: Mapping[str, Any]) -> None:
         trial_id = str(best.get("trial_id") or "unknown")
-        metrics = best.get("metrics")
-        if not isinstance(metrics, Mapping):
-            metrics = {k: v for k, v in best.items() if k not in ("config", "trial_id")}
-        V.log_metrics(self.client, parent, V.to_metrics(metrics, step=0, prefix="best/"))
         tags = {"best_trial_id": trial_id}
         run_id = self._runs.get(trial_id) or (
             self._find_child(trial_id) if trial_id != "unknown" else None)

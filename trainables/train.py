@@ -11,6 +11,7 @@ deterministic for a given config and share (a retry from the checkpoint fails th
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import tempfile
@@ -25,6 +26,9 @@ from smpl_core.config import SMPLConfig
 from smpl_core.loop import fit
 
 STATE_FILE = "state.pt"
+# Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
+RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed trial continues
+TIME_ATTR = "evaluation"  # reports so far, counted from step 0 across restarts and resumes
 
 
 def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
@@ -43,6 +47,18 @@ def load_checkpoint_state(checkpoint) -> dict:
     """The `smpl_core` state inside a Tune checkpoint (also used by export and MLflow)."""
     with checkpoint.as_directory() as d:
         return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def checkpoint_at(path_or_uri: str):
+    """A Tune checkpoint for a folder given as a local path or a pyarrow.fs URI (its query
+    string, e.g. an S3 endpoint_override, is part of the URI)."""
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    if "://" not in path_or_uri:
+        return tune.Checkpoint(path_or_uri)
+    fs, inner = pafs.FileSystem.from_uri(path_or_uri)
+    return tune.Checkpoint(inner, filesystem=fs)
 
 
 def _placement(cfg: SMPLConfig) -> tuple[SMPLConfig, dict[str, Any]]:
@@ -116,14 +132,18 @@ def train_smpl(config: dict[str, Any]) -> None:
     cfg, info = _placement(cfg)
 
     state = None
+    # Ray's checkpoint when it restarted this trial's process; else the one `--resume` chose.
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a restarted trial or a resumed sweep: continue, not redo
+    if checkpoint is None and config.get(RESTORE_FIELD):
+        checkpoint = checkpoint_at(config[RESTORE_FIELD])
+    if checkpoint is not None:  # continue, not redo
         state = load_checkpoint_state(checkpoint)
 
     last_step = [int(state["step"]) if state else 0]
 
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
-        metrics = {**metrics, **info, "reported_at": time.time()}
+        metrics = {**metrics, **info, "reported_at": time.time(),
+                   TIME_ATTR: math.ceil(metrics["step"] / cfg.eval_every)}
         if run_state is None:  # a diverged run has nothing worth checkpointing
             tune.report(metrics)
             return
@@ -151,4 +171,5 @@ def train_smpl(config: dict[str, Any]) -> None:
             torch.cuda.empty_cache()
         # val_accuracy 0.0 as for a diverged run: Ray wants the metric in every report.
         tune.report({"oom": True, "error": error, "diverged": False, "val_accuracy": 0.0,
-                     "step": last_step[0], **info, "reported_at": time.time()})
+                     "step": last_step[0], **info, "reported_at": time.time(),
+                     TIME_ATTR: math.ceil(last_step[0] / cfg.eval_every)})

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tune_smpl import export_cmd, train_cmd, tune_cmd, ui_cmd
+from tune_smpl.commands import export, train, tune, ui
 
-SUBCOMMANDS = [train_cmd, tune_cmd, export_cmd, ui_cmd]
+SUBCOMMANDS = [train, tune, export, ui]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,10 +23,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(config_path: str | None, sets: list[str] | None) -> SMPLConfig:
+def build_config(config_path: str | None, sets: list[str] | None
+                 ) -> tuple[SMPLConfig, frozenset[str]]:
+    """The config of `--config` and `--set`, and the fields they give (a sweep does not
+    search a field the user fixed)."""
     base = load_yaml(config_path) if config_path else {}
     base.pop("_export", None)  # metadata of `tune-smpl export --format json`
-    return SMPLConfig.from_dict({**base, **parse_set(sets)})
+    given = {**base, **parse_set(sets)}
+    return SMPLConfig.from_dict(given), frozenset(given)
 
 
 def _progress(seed: int, steps: int):
@@ -43,7 +47,7 @@ def _progress(seed: int, steps: int):
 def run(args: argparse.Namespace) -> int:
     from smpl_core.loop import fit, test_accuracy
 
-    cfg = build_config(args.config, args.set)
+    cfg, _ = build_config(args.config, args.set)
     if args.seeds < 1:
         raise ValueError(f"`--seeds` must be >= 1, but got --seeds={args.seeds}.")
     runs = []
@@ -53,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
         result = fit(c, report=_progress(c.seed, c.steps))
         row = {"seed": c.seed, "val_accuracy": result.metrics.get("val_accuracy"),
                "seconds": round(time.perf_counter() - t0, 2),
-               "diverged": bool(result.metrics.get("diverged", False))}
+               "diverged": bool(result.metrics.get("diverged", False)),
+               # every figure of the last report (losses, feedback diagnostics, speed)
+               "final": {k: v for k, v in result.metrics.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)}}
         if args.eval_test:
             row["test_accuracy"] = test_accuracy(result)
         runs.append(row)

@@ -61,7 +61,6 @@ def connect(address: str | None, num_cpus: int | None = None,
     """Join `address` (or RAY_ADDRESS), else start Ray on this machine quietly."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Ray's newer console output prints its own headers even at verbose=0; the progress
     # line of tune_smpl.progress replaces it.
@@ -79,6 +78,9 @@ def connect(address: str | None, num_cpus: int | None = None,
             raise ValueError(f"`--address` must be a running Ray cluster, but connecting to "
                              f"--address={address!r} failed: {str(e).splitlines()[0]}") from None
     else:
+        # Only for the Ray this command starts (no cluster, no tokens): joining a cluster
+        # (`--address`) keeps the caller's RAY_AUTH_MODE, which token auth needs.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
                  include_dashboard=False, _temp_dir=ray_temp_dir(),
                  logging_level=logging.WARNING, log_to_driver=False)

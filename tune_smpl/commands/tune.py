@@ -1,0 +1,200 @@
+"""`tune-smpl tune`: launch (or resume) a sweep on this machine or on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tune_smpl.commands.train import build_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tune", help="run a hyperparameter sweep (Ray Tune + Optuna + ASHA)")
+    p.add_argument("--config", help="base config: flat YAML of SMPLConfig fields")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fix a field (a searched field is removed from the space)")
+    p.add_argument("--dataset", help="shorthand for --set dataset=D (default digits)")
+    p.add_argument("--space", default="smpl", help="preset (smpl, smpl-extended) or YAML file")
+    p.add_argument("--num-samples", type=int, default=8, help="trials in all (default 8)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default) | random | gp")
+    p.add_argument("--max-concurrent", type=int, default=0, help="0: as resources allow")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="fraction of a GPU per trial (default 0.25 with GPUs, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--memory-per-trial", type=float, default=None, metavar="GB",
+                   help="RAM per trial: Ray reserves it; a CPU trial that needs more ends "
+                        "as out_of_memory, not retried")
+    p.add_argument("--max-failures", type=int, default=2, metavar="N",
+                   help="restarts of a trial whose process died, from its last checkpoint")
+    p.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to offer")
+    p.add_argument("--num-gpus", type=int, default=None,
+                   help="local Ray only: GPUs to offer (default: detected)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--grace-period", type=int, default=2, help="ASHA: reports before a stop")
+    p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
+    p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
+    p.add_argument("--storage-path", default="runs", help="local dir or URI (default ./runs)")
+    p.add_argument("--shared-storage", action="store_true",
+                   help="--storage-path is a shared filesystem (NFS) every node mounts there")
+    p.add_argument("--address", help="join this Ray cluster (host:port or auto; or RAY_ADDRESS)")
+    p.add_argument("--resume", action="store_true", help="resume the sweep --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+    p.add_argument("--tracking-uri", help="MLflow store (default sqlite:///<runs>/mlflow.db)")
+    p.set_defaults(func=run)
+
+
+def prepare(args: argparse.Namespace):
+    """Everything that can be checked before Ray starts: config, space, flags, names."""
+    from search_spaces import fix, load_space
+    from tune_smpl.sweep.cluster import absolute_data_dir, storage_path
+    from tune_smpl.sweep.settings import SweepSettings
+
+    storage = storage_path(args.storage_path)
+    if args.resume:
+        return _prepare_resume(args, storage)
+    sets = list(args.set or [])
+    if args.dataset:
+        sets.insert(0, f"dataset={args.dataset}")
+    base, given = build_config(args.config, sets)
+    base = absolute_data_dir(base)
+    space = load_space(args.space, base.to_dict())
+    space, removed = fix(space, {k: getattr(base, k) for k in given})
+    name = args.name or f"{base.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    settings = SweepSettings(
+        name=name, storage_path=storage, space=args.space, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial or 0.0,
+        cpus_per_trial=args.cpus_per_trial, memory_per_trial_gb=args.memory_per_trial,
+        time_budget_s=args.time_budget, max_failures=args.max_failures,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
+        sampler=args.sampler, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+        fixed=sorted(removed))
+    settings.validate()
+    if not space:
+        raise ValueError("`--space` must leave at least one field to search, but --set fixed "
+                         "every one of them.")
+    from tune_smpl.sweep.record import SweepRecord
+    from tune_smpl.sweep.storage import SweepStorage
+
+    if SweepRecord(SweepStorage(storage), name).exists():
+        raise ValueError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
+                         f"which already exists in {storage}.")
+    return base, space, settings, None
+
+
+def _prepare_resume(args, storage: str):
+    """A resumed sweep is the sweep that was started: its config, space and settings come
+    from its record, not from this command's flags."""
+    import tempfile
+
+    from search_spaces import load_space
+    from smpl_core.config import SMPLConfig
+    from tune_smpl.sweep.record import open_sweep, sweeps_in
+    from tune_smpl.sweep.settings import SweepSettings
+    from tune_smpl.sweep.storage import SweepStorage
+
+    if not args.name:
+        found = sweeps_in(SweepStorage(storage))
+        raise ValueError("`--resume` needs `--name` of the sweep to resume; found: "
+                         f"{', '.join(found) or 'none'}.")
+    record = open_sweep(storage, args.name, what="--name")
+    meta = record.meta()
+    settings = SweepSettings.from_dict({**meta["settings"], "storage_path": storage})
+    base = SMPLConfig.from_dict(meta["base"])
+    args.tracking_uri = args.tracking_uri or meta["tracking_uri"]
+    with tempfile.TemporaryDirectory() as d:  # the record may be on an object store
+        path = Path(d) / "space.yaml"
+        path.write_text(record.space_yaml())
+        space = load_space(str(path), base.to_dict())
+    return base, space, settings, record
+
+
+def _quiet_libraries() -> None:
+    """The progress line is the sweep's output; library chatter goes below WARNING."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # The best model is pickled on purpose (`load_model` returns the module itself).
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+
+
+def run(args: argparse.Namespace) -> int:
+    from search_spaces import describe
+    from tune_smpl.sweep import cluster
+    from tune_smpl.sweep.run import new_record, run_sweep
+
+    _quiet_libraries()
+    base, space, settings, record = prepare(args)
+    tracking = _tracking(args, settings)
+    # A local Ray offers what this command asks, else what the resumed sweep started with.
+    info = cluster.connect(args.address, _given(args.num_cpus, settings.num_cpus),
+                           _given(args.num_gpus, settings.num_gpus))
+    try:
+        if record is None:  # a resumed sweep keeps the shares it started with
+            gpus = args.gpus_per_trial
+            settings.gpus_per_trial = (cluster.default_gpus_per_trial(info) if gpus is None
+                                       else gpus)
+        cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
+        cluster.check_storage(info, settings.storage_path, args.shared_storage)
+        if not settings.max_concurrent:
+            settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
+                                                          settings.cpus_per_trial)
+        if record is None:
+            record = new_record(settings, base, space, tracking)
+        sampler = record.meta()["sampler"]
+        print(f"{info.describe()}")
+        print(f"sweep {settings.name}: {settings.num_samples} trials of {base.method} on "
+              f"{base.dataset}, {settings.gpus_per_trial:g} GPU + {settings.cpus_per_trial:g} "
+              f"CPU each, up to {settings.max_concurrent} at once, record in {record.uri}")
+        print(_sampler_line(sampler))
+        if settings.fixed:
+            print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
+        print("searching:\n  " + "\n  ".join(describe(space)), flush=True)
+        return run_sweep(record, base, space, settings, _recorder(tracking, settings, space,
+                                                                 sampler))
+    finally:
+        if info.started_here:
+            import ray
+
+            ray.shutdown()
+
+
+def _sampler_line(s: dict) -> str:
+    if s["sampler"] == "random":
+        return f"sampler: random (seed {s['sampler_seed']})"
+    extra = ", multivariate, constant liar" if s["sampler"] == "tpe" else ""
+    return (f"sampler: {s['sampler']} (seed {s['sampler_seed']}, "
+            f"{s['sampler_startup_trials']} random start-up trials{extra})")
+
+
+def _given(value, recorded):
+    return recorded if value is None else value
+
+
+def _tracking(args, settings) -> str:
+    from mlflow_tracking import check_store, default_tracking_uri
+
+    local = "://" not in settings.storage_path
+    runs_dir = Path(settings.storage_path) if local else Path("runs").resolve()
+    uri = args.tracking_uri or default_tracking_uri(str(runs_dir))
+    check_store(uri)
+    return uri
+
+
+def _recorder(tracking_uri: str, settings, space: dict, sampler: dict):
+    """The sweep's MLflow parent run (reopened when resumed); None if the store fails now
+    (the sweep runs on; its record has everything)."""
+    from mlflow_tracking import SweepRecorder
+    from search_spaces import space_to_yaml
+
+    try:
+        recorder = SweepRecorder(tracking_uri, settings.name)
+        recorder.start_sweep({**settings.as_params(), **sampler}, space_to_yaml(space),
+                             resume=True)
+        return recorder
+    except Exception as e:  # noqa: BLE001 - MLflow never stops a sweep
+        logging.getLogger(__name__).warning("MLflow: sweep %s not recorded: %s",
+                                            settings.name, e)
+        return None

@@ -1,0 +1,113 @@
+"""The driver-side Ray callbacks of a sweep: the ledger's ears, the budget, the progress line.
+
+Ray calls them on the driver; they forward what happened to the `Ledger`, which decides.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback, Stopper
+
+from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.ledger import Ledger
+
+
+class LedgerCallback(Callback):
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.ledger.started(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.ledger.reported(trial.trial_id, result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Ray restarts its process from the last checkpoint (FailureConfig), same trial.
+        self.ledger.restarted(trial.trial_id, _error_text(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ledger.ended(trial.trial_id, trial.last_result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.ledger.ended(trial.trial_id, trial.last_result, errored=True,
+                          error=_error_text(trial))
+
+
+class BudgetStopper(Stopper):
+    """The sweep's time budget (`--time-budget`): stops every trial at `deadline` (epoch
+    seconds) through Ray's normal stop path; the ledger then finds them cut by the budget."""
+
+    def __init__(self, deadline: float | None):
+        self.deadline = deadline
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+
+class ProgressLine(Callback):
+    """running / pending / completed / stopped / failed, the best value, elapsed time; all
+    counts from the ledger's outcomes. On a terminal the line rewrites itself; in a log it
+    prints when the counts change or every `log_every_s` seconds."""
+
+    def __init__(self, ledger: Ledger, searched: list[str], log_every_s: float = 30.0):
+        self.ledger, self.searched, self.log_every_s = ledger, searched, log_every_s
+        self._t0 = time.monotonic()
+        self._last_counts, self._last_print = "", 0.0
+
+    def line(self, trials=()) -> str:
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        keys = {self.ledger.by_ray.get(r) for r in running}
+        counts: dict[str, int] = {}
+        for t in self.ledger.trials.values():
+            what = t.outcome or ("running" if t.key in keys else "pending")
+            counts[what] = counts.get(what, 0) + 1
+        elapsed = int(time.monotonic() - self._t0)
+        parts = [f"[{elapsed // 60:02d}:{elapsed % 60:02d}]"] + [
+            f"{label} {sum(counts.get(o, 0) for o in group)}" for label, group in (
+                ("running", ("running",)), ("pending", ("pending",)),
+                ("done", (O.COMPLETED,)), ("stopped early", (O.EARLY_STOPPED,)),
+                ("cut by budget", (O.CUT_BY_BUDGET,)),
+                ("failed", (O.DIVERGED, O.ERRORED, O.OUT_OF_MEMORY)))]
+        top = O.best(self.ledger.trials.values())
+        if top is not None:
+            cfg = ", ".join(f"{k}={_fmt(top.params.get(k))}" for k in self.searched)
+            parts.append(f"best {O.METRIC} {O.score(top.reports)[0]:.4f} ({cfg})")
+        return " | ".join(parts)
+
+    def on_step_end(self, iteration: int, trials, **info):
+        line = self.line(trials)
+        counts, now = line.split(" | ", 1)[-1], time.monotonic()
+        if sys.stdout.isatty():
+            if now - self._last_print > 0.5:
+                sys.stdout.write("\r\033[K" + line[:200])
+                sys.stdout.flush()
+                self._last_print = now
+        elif counts != self._last_counts or now - self._last_print > self.log_every_s:
+            print(line, flush=True)
+            self._last_print = now
+        self._last_counts = counts
+
+    def on_experiment_end(self, trials, **info):
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        if path:
+            with open(path) as fh:
+                return fh.read()
+    except OSError:
+        pass
+    return str(getattr(trial, "error_msg", "") or "unknown error")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,173 @@
+"""The driver's bookkeeper of a running sweep: it owns each trial's outcome.
+
+Ray tells it what happens (through `searcher.SweepSearcher` and `callbacks.LedgerCallback`);
+it writes the sweep's record first, then derives the other views from it: the Optuna study
+(ask/tell, intermediate values) and MLflow (one child run per trial). A trial's outcome is
+decided once, in `_end`; nothing else ends a trial.
+
+MLflow never stops a sweep: a store that hiccups is logged and retried at the next event,
+and the record (which `--resume` reads) is unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from trainables import RESTORE_FIELD
+from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.study import distributions_json, proposer
+
+log = logging.getLogger(__name__)
+KEY_FIELD = "trial_key"  # in a Tune trial's config: which record the trial is
+
+
+class Ledger:
+    def __init__(self, record: SweepRecord, trials: list[TrialRecord], study: optuna.Study,
+                 define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
+                 deadline: float | None, recorder=None, restore: dict | None = None):
+        self.record = record
+        self.trials = {t.key: t for t in trials}
+        self.study = study
+        self.define_by_run = define_by_run
+        self.base = base  # the constant fields of every trial's config
+        self.sampler, self.n_startup = sampler, n_startup
+        self.steps = steps  # a trial that reached it completed
+        self.deadline = deadline  # time.time() after which trials are cut by the budget
+        self.recorder = recorder  # mlflow_tracking.SweepRecorder or None
+        self.restore = dict(restore or {})  # key -> checkpoint URI (a resumed trial)
+        self.by_ray: dict[str, str] = {}  # Ray trial id -> key
+        self.live: dict[str, optuna.Trial] = {}  # key -> the study's trial, while it runs
+        self.nodes: dict[str, str] = {}  # key -> the Ray node it last reported from
+
+    def __getstate__(self):  # Ray pickles the searcher and callbacks into its own files
+        return {"sweep": self.record.name}
+
+    def __setstate__(self, state):  # an unpickled copy is never used: the record is the state
+        self.__dict__.update(state)
+
+    # --- Ray's events ------------------------------------------------------------
+    def budget_spent(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def new_trial(self, ray_id: str) -> dict:
+        """Ask the study for the next trial (an unfinished one of a resumed sweep first, as
+        enqueued) and record it before Ray runs it; return its Tune config."""
+        who = proposer(self.study, self.sampler, self.n_startup)
+        trial = self.study.ask()
+        self.define_by_run(trial)
+        key = f"{trial.number:04d}"
+        t = self.trials.get(key)
+        if t is None:
+            t = TrialRecord(key=key, number=trial.number, params=dict(trial.params),
+                            distributions=distributions_json(trial),
+                            config={**self.base, **trial.params}, proposed_by=who)
+            self.trials[key] = t
+        else:  # an unfinished trial of a resumed sweep, asked again
+            t.interrupted, t.resumes = False, t.resumes + 1
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("proposed_by", t.proposed_by)
+        self.live[key], self.by_ray[ray_id] = trial, key
+        self.record.save_trial(t)
+        self.to_mlflow("open_trial", t.key, t.name, t.config, "pending", t.resumes)
+        config = {**t.params, KEY_FIELD: key}
+        if key in self.restore:
+            config[RESTORE_FIELD] = self.restore[key]
+        return config
+
+    def started(self, ray_id: str) -> None:
+        t = self._of(ray_id)
+        if t is None:
+            return
+        t.started = True
+        self.record.save_trial(t)
+        self.to_mlflow("tag_trial", t.key, "trial_status", "running")
+
+    def reported(self, ray_id: str, result: dict) -> None:
+        t = self._of(ray_id)
+        if t is None or t.finished or result.get("oom"):  # oom: a failure, not a measurement
+            return
+        row = t.add_report(result)
+        self.record.save_trial(t)
+        node = row.get("ray_node_id")
+        if node and self.nodes.get(t.key) != node:  # where it runs, for a cluster's user
+            self.nodes[t.key] = node
+            self.to_mlflow("tag_trial", t.key, "ray_node_id", node)
+        trial = self.live.get(t.key)
+        if trial is not None and isinstance(row.get(O.METRIC), (int, float)):
+            trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
+        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))
+                   and not isinstance(v, bool) and k not in ("step", "pid")}
+        self.to_mlflow("trial_reported", t.key, metrics, int(row.get("step", 0)))
+
+    def restarted(self, ray_id: str, error: str) -> None:
+        t = self._of(ray_id)
+        if t is None:
+            return
+        t.restarts += 1
+        self.record.save_trial(t)
+        self.to_mlflow("tag_trial", t.key, "restarts", t.restarts)
+        self.to_mlflow("tag_trial", t.key, "last_failure", error[-1000:])
+
+    def ended(self, ray_id: str, last: dict | None, errored: bool = False,
+              error: str | None = None) -> None:
+        t = self._of(ray_id)
+        if t is None or t.finished:
+            return
+        if last and last.get("error") and not error:
+            error = last["error"]
+        self._end(t, O.decide(last, steps=self.steps, errored=errored,
+                              budget_spent=self.budget_spent()), error)
+
+    # --- the end of a command ------------------------------------------------------
+    def settle(self, interrupted: bool) -> list[TrialRecord]:
+        """Every trial this command knows that has no outcome yet: interrupted (Ctrl-C, a
+        second one, or Ray ending without finishing them) until `--resume`; cut by the
+        budget when the budget ended the sweep. Returns the interrupted ones."""
+        out = []
+        for t in self.trials.values():
+            if t.finished:
+                continue
+            if not interrupted and self.budget_spent():
+                self._end(t, O.CUT_BY_BUDGET, None)
+                continue
+            t.interrupted = True
+            self.record.save_trial(t)
+            trial = self.live.pop(t.key, None)
+            if trial is not None:  # RUNNING in the study, marked until --resume clears it
+                trial.set_user_attr("interrupted", True)
+            self.to_mlflow("trial_ended", t.key, O.INTERRUPTED, None)
+            out.append(t)
+        return out
+
+    # --- the one place a trial ends --------------------------------------------------
+    def _end(self, t: TrialRecord, outcome: str, error: str | None) -> None:
+        t.outcome, t.error, t.ended_at, t.interrupted = outcome, error, time.time(), False
+        self.record.save_trial(t)  # the record first: every view follows from it
+        trial = self.live.pop(t.key, None)
+        if trial is not None:
+            state = TrialState[O.OPTUNA_STATE[outcome]]
+            trial.set_user_attr("outcome", outcome)
+            if error:
+                trial.set_user_attr("error", error[-1000:])
+            value = O.score(t.reports)[0] if state == TrialState.COMPLETE else None
+            self.study.tell(trial, value, state=state)
+        self.to_mlflow("trial_ended", t.key, outcome, error)
+
+    def _of(self, ray_id: str) -> TrialRecord | None:
+        key = self.by_ray.get(ray_id)
+        return self.trials.get(key) if key else None
+
+    def to_mlflow(self, method: str, *args: Any) -> None:
+        if self.recorder is None:
+            return
+        try:
+            getattr(self.recorder, method)(*args)
+        except Exception as e:  # noqa: BLE001 - any store error; the sweep goes on
+            log.warning("MLflow %s failed for sweep %s: %s", method, self.record.name, e)
+

@@ -1,0 +1,76 @@
+"""How a trial ended: one outcome from a fixed set, decided once, and what each view shows.
+
+Every view of a sweep (the Optuna study, the MLflow child run, the progress line, the
+summary, `export`, the report) is derived from the outcome in the sweep's record; none
+decides for itself. "Best" is `best()`, and only here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+METRIC, MODE = "val_accuracy", "max"
+
+COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET = "completed", "early_stopped", "cut_by_budget"
+DIVERGED, ERRORED, OUT_OF_MEMORY = "diverged", "errored", "out_of_memory"
+INTERRUPTED = "interrupted"  # not final: `tune --resume` runs the trial on
+OUTCOMES = (COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET, DIVERGED, ERRORED, OUT_OF_MEMORY)
+# Outcomes whose reports are measurements: only these can be the sweep's best.
+SCORED = (COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET)
+
+# The Optuna state of each outcome: a stopped trial is PRUNED (its last value is a
+# short-budget value, not a final one), a failed one FAIL.
+OPTUNA_STATE = {COMPLETED: "COMPLETE", EARLY_STOPPED: "PRUNED", CUT_BY_BUDGET: "PRUNED",
+                DIVERGED: "FAIL", ERRORED: "FAIL", OUT_OF_MEMORY: "FAIL"}
+# The MLflow run status of each outcome (the `trial_status` tag holds the outcome itself).
+MLFLOW_STATUS = {COMPLETED: "FINISHED", EARLY_STOPPED: "FINISHED", CUT_BY_BUDGET: "FINISHED",
+                 DIVERGED: "FAILED", ERRORED: "FAILED", OUT_OF_MEMORY: "FAILED",
+                 INTERRUPTED: "KILLED"}
+
+
+def decide(last: dict | None, *, steps: int, errored: bool = False,
+           budget_spent: bool = False) -> str:
+    """The outcome of a trial that Ray ended, from its last report.
+
+    `errored`: Ray gave up on it (an exception, `max_failures` restarts spent).
+    `budget_spent`: the sweep's time budget had run out when it ended.
+    """
+    last = last or {}
+    if errored:
+        return ERRORED
+    if last.get("oom"):  # the trainable ends an out-of-memory trial with a last report
+        return OUT_OF_MEMORY
+    if last.get("diverged"):
+        return DIVERGED
+    if last.get("step", 0) >= steps:
+        return COMPLETED
+    return CUT_BY_BUDGET if budget_spent else EARLY_STOPPED
+
+
+def score(reports: Iterable[dict], metric: str = METRIC, mode: str = MODE) -> tuple[float, dict]:
+    """(best value, its report) over a trial's reports; (nan, {}) when it has none."""
+    best, row = math.nan, {}
+    for r in reports:
+        v = r.get(metric)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            continue
+        if math.isnan(best) or (v > best if mode == "max" else v < best):
+            best, row = float(v), r
+    return best, row
+
+
+def rank(trials: Iterable, metric: str = METRIC, mode: str = MODE) -> list:
+    """Trials whose outcome is scored and that reported `metric`, best first (ties: the
+    earlier trial). Each item is a trial record with a `.reports` list and an `.outcome`."""
+    scored = [(score(t.reports, metric, mode)[0], t) for t in trials if t.outcome in SCORED]
+    scored = [(v, t) for v, t in scored if not math.isnan(v)]
+    scored.sort(key=lambda vt: -vt[0] if mode == "max" else vt[0])
+    return [t for _, t in scored]
+
+
+def best(trials: Iterable, metric: str = METRIC, mode: str = MODE):
+    """The sweep's best trial: the maximum of `metric` over completed, early-stopped and
+    budget-cut trials (a diverged, errored or out-of-memory trial never wins); None if none."""
+    ranked = rank(trials, metric, mode)
+    return ranked[0] if ranked else None

@@ -1,0 +1,68 @@
+"""A sweep's settings: what `tune` was asked, validated at the edge, stored in the record."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from smpl_core.config import SMPLConfig
+from tune_smpl.sweep.study import SAMPLERS
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass
+class SweepSettings:
+    name: str
+    storage_path: str  # absolute local path or a pyarrow.fs URI
+    space: str = "smpl"  # preset name or YAML file
+    num_samples: int = 8
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    gpus_per_trial: float = 0.0
+    cpus_per_trial: float = 1.0
+    memory_per_trial_gb: float | None = None  # Ray `memory` resource; a cap on CPU trials
+    time_budget_s: float | None = None
+    grace_period: int = 2
+    reduction_factor: int = 2
+    seed: int = 0
+    sampler: str = "tpe"  # tpe | random | gp
+    max_failures: int = 2
+    num_cpus: int | None = None  # offered by a Ray started here (--num-cpus); a resume reuses
+    num_gpus: int | None = None  # them, so a sweep on logical GPUs resumes on logical GPUs
+    fixed: list[str] = field(default_factory=list)  # searched fields fixed by --set
+
+    def as_params(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        if not NAME_RE.match(self.name):
+            raise ValueError(f"`--name` must be letters, digits, '.', '_' or '-' (up to 100), "
+                             f"but got --name={self.name!r}.")
+        for flag, value, low in (("--num-samples", self.num_samples, 1),
+                                 ("--grace-period", self.grace_period, 1),
+                                 ("--reduction-factor", self.reduction_factor, 2),
+                                 ("--max-concurrent", self.max_concurrent, 0),
+                                 ("--max-failures", self.max_failures, 0)):
+            if value < low:
+                raise ValueError(f"`{flag}` must be >= {low}, but got {flag}={value}.")
+        if self.memory_per_trial_gb is not None and self.memory_per_trial_gb <= 0:
+            raise ValueError(f"`--memory-per-trial` must be > 0 GB, but got "
+                             f"--memory-per-trial={self.memory_per_trial_gb:g}.")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"`--time-budget` must be > 0 seconds, but got "
+                             f"--time-budget={self.time_budget_s:g}.")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
+                             f"--sampler={self.sampler!r}.")
+
+
+def max_iterations(cfg: SMPLConfig) -> int:
+    """Reports per full trial: one per `eval_every` steps, and one at the last step."""
+    return max(1, math.ceil(cfg.steps / cfg.eval_every))

@@ -1,0 +1,117 @@
+"""The Optuna side of a sweep: the sampler the project chooses, and the study as a view
+of the record.
+
+The study is rebuilt from the sweep's record whenever a command opens a sweep (resume,
+report, dashboard), with public Optuna calls only: finished trials with `add_trial`,
+unfinished ones with `enqueue_trial`, so that they are asked again, with the same params
+and the same trial number, before any new trial.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.distributions import distribution_to_json, json_to_distribution
+from optuna.trial import TrialState, create_trial
+
+from tune_smpl.sweep.outcome import COMPLETED, METRIC, OPTUNA_STATE, score
+from tune_smpl.sweep.record import TrialRecord
+
+SAMPLERS = ("tpe", "random", "gp")
+
+
+def startup_trials(num_samples: int, max_concurrent: int) -> int:
+    """Random start-up trials before the model proposes. A trial asked when `n` trials have
+    finished is proposed by the model once n >= this; with `c` trials in flight that is
+    trial n + c onwards, so N//2 - c + 1 lets the model propose half of N (4 of the default
+    8 on 2 slots). Optuna's own default is 10, i.e. random search below 10 trials."""
+    return max(2, min(10, num_samples // 2 - max(1, max_concurrent) + 1))
+
+
+def make_sampler(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
+    if kind != "tpe":
+        raise ValueError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
+                         f"--sampler={kind!r}.")
+    # multivariate: the knobs interact (threshold with beta_zero, lr with warm-up);
+    # constant_liar: trials in flight count as bad guesses, so parallel trials spread out.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup,
+                                      multivariate=True, constant_liar=True)
+
+
+def sampler_settings(kind: str, seed: int, n_startup: int) -> dict:
+    out = {"sampler": kind, "sampler_seed": seed}
+    if kind != "random":
+        out["sampler_startup_trials"] = n_startup
+    if kind == "tpe":
+        out.update(sampler_multivariate=True, sampler_constant_liar=True)
+    return out
+
+
+def proposer(study: optuna.Study, kind: str, n_startup: int) -> str:
+    """Who proposes the next asked trial: `random` while fewer than `n_startup` trials have
+    finished (as Optuna's TPE and GP samplers count them), else the model."""
+    if kind == "random":
+        return "random"
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return kind if len(done) >= n_startup else "random"
+
+
+def distributions_json(trial: optuna.trial.BaseTrial) -> dict[str, str]:
+    return {k: distribution_to_json(d) for k, d in trial.distributions.items()}
+
+
+def frozen(t: TrialRecord) -> optuna.trial.FrozenTrial:
+    """A finished trial record as Optuna's FrozenTrial (state from its outcome)."""
+    state = TrialState[OPTUNA_STATE[t.outcome]]
+    steps = {int(r["step"]): float(r[METRIC]) for r in t.reports
+             if isinstance(r.get(METRIC), (int, float)) and "step" in r}
+    value = None
+    if state == TrialState.COMPLETE:
+        value = score(t.reports)[0]
+    elif state == TrialState.PRUNED and steps:
+        value = steps[max(steps)]  # as study.tell(PRUNED) takes it: the last value
+    attrs = {"key": t.key, "outcome": t.outcome, "proposed_by": t.proposed_by}
+    if t.error:
+        attrs["error"] = t.error[-1000:]
+    return create_trial(state=state, value=value, params=t.params,
+                        distributions={k: json_to_distribution(v)
+                                       for k, v in t.distributions.items()},
+                        user_attrs=attrs, intermediate_values=steps)
+
+
+def build_study(trials: list[TrialRecord], name: str, storage: str | None = None,
+                sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The study of a record: `storage` an SQLite URL (replaced) or None (in memory)."""
+    if storage and storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.unlink(missing_ok=True)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                direction="maximize")
+    study.set_metric_names([METRIC])
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.finished:
+            study.add_trial(frozen(t))
+        else:  # asked again, first: same params, same number (the record's key)
+            study.enqueue_trial(t.params, user_attrs={"key": t.key,
+                                                      "proposed_by": t.proposed_by},
+                                skip_if_exists=False)
+    return study
+
+
+def check_numbers(study: optuna.Study, trials: list[TrialRecord]) -> None:
+    """The study's trial numbers are the record's keys (a rebuilt study adds them in order)."""
+    got = [t.number for t in study.get_trials(deepcopy=False)]
+    want = sorted(t.number for t in trials)
+    if got != want:
+        raise RuntimeError(f"the study of the sweep does not match its record: trial numbers "
+                           f"{got} for records {want}")
+
+
+__all__ = ["COMPLETED", "SAMPLERS", "build_study", "check_numbers", "distributions_json",
+           "frozen", "make_sampler", "proposer", "sampler_settings", "startup_trials"]

@@ -1,0 +1,54 @@
+"""The `ray.tune.Tuner` of one command's run of a sweep: trainable, searcher, ASHA, budget.
+
+A resumed sweep is a new Tuner over the trials its record has not finished (re-asked
+first, each from its checkpoint) and the ones it has not started; Ray's own experiment
+snapshot is not read back, so a snapshot that lags the trial folders cannot mislead it.
+"""
+
+from __future__ import annotations
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from smpl_core.config import SMPLConfig
+from trainables import TIME_ATTR, with_resources
+from tune_smpl.sweep.callbacks import BudgetStopper, LedgerCallback, ProgressLine
+from tune_smpl.sweep.ledger import KEY_FIELD, Ledger
+from tune_smpl.sweep.outcome import METRIC, MODE
+from tune_smpl.sweep.searcher import SweepSearcher
+from tune_smpl.sweep.settings import SweepSettings, max_iterations
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.config[KEY_FIELD]}"
+
+
+def build_tuner(base: SMPLConfig, space: dict, settings: SweepSettings, ledger: Ledger,
+                num_samples: int) -> tune.Tuner:
+    max_t = max_iterations(base)
+    trainable = with_resources(settings.cpus_per_trial, settings.gpus_per_trial,
+                               settings.memory_per_trial_gb)
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t,
+                              grace_period=min(settings.grace_period, max_t),
+                              reduction_factor=settings.reduction_factor)
+    storage = ledger.record.storage
+    # Searched fields come from the searcher; everything else is a constant of the config.
+    param_space = {k: v for k, v in base.to_dict().items() if k not in space}
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=SweepSearcher(ledger), scheduler=scheduler,
+            num_samples=num_samples,
+            max_concurrent_trials=settings.max_concurrent or None,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name=settings.name, storage_path=storage.base,
+            storage_filesystem=None if storage.local else storage.fs,
+            verbose=0, stop=BudgetStopper(ledger.deadline),
+            callbacks=[LedgerCallback(ledger), ProgressLine(ledger, sorted(space))],
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            # Keeps the best report's checkpoint; Ray always keeps the latest as well, so a
+            # trial holds at most two on disk.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE)))
