@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 KEY_FIELD = "trial_key"  # in a Tune trial's config: which record the trial is
 
 
+# Report fields that are bookkeeping, not measurements (MLflow's step is `step`).
+_NOT_METRICS = ("step", "pid", "evaluation", "time_this_iter_s")
+
+
 class Ledger:
     def __init__(self, record: SweepRecord, trials: list[TrialRecord], study: optuna.Study,
                  define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
@@ -102,7 +106,7 @@ class Ledger:
         if trial is not None and isinstance(row.get(O.METRIC), (int, float)):
             trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))
-                   and not isinstance(v, bool) and k not in ("step", "pid")}
+                   and not isinstance(v, bool) and k not in _NOT_METRICS}
         self.to_mlflow("trial_reported", t.key, metrics, int(row.get("step", 0)))
 
     def restarted(self, ray_id: str, error: str) -> None:

@@ -5,8 +5,11 @@ the checkpoint of its last recorded report: the trainable saves a checkpoint bef
 hands the driver its report, and Ray deletes an older checkpoint only after the ledger has
 recorded the newer report, so that checkpoint is on the storage. Reports past it (none,
 unless the record is behind its files) are dropped: they come again. A trial with no
-checkpoint starts from step 0 with its own config. Its other checkpoint folders are
-removed, so that the Ray run that continues it numbers its checkpoints from scratch.
+checkpoint starts from step 0 with its own config.
+
+The Ray run that continues a trial numbers its checkpoints from checkpoint_000000 again, so
+the restart point moves out of that pattern (`restart_<step>`) and the trial's other
+checkpoints go: no name in the record can then point at a checkpoint of another step.
 """
 
 from __future__ import annotations
@@ -17,29 +20,50 @@ from trainables.train import STATE_FILE
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 
 log = logging.getLogger(__name__)
+_CHECKPOINT_DIRS = ("checkpoint_", "restart_")
 
 
 def restart_points(record: SweepRecord, trials: list[TrialRecord]) -> dict[str, str]:
     """key -> checkpoint URI of every unfinished trial that has one; records updated."""
-    storage, out = record.storage, {}
+    out = {}
     for t in trials:
-        if t.finished:
-            continue
-        folder = (record.name, t.name)
-        ckpt = next((r["checkpoint_dir_name"] for r in reversed(t.reports)
-                     if r.get("checkpoint_dir_name")
-                     and storage.exists(*folder, r["checkpoint_dir_name"], STATE_FILE)), None)
-        kept = [r for r in t.reports if ckpt and r.get("checkpoint_dir_name") == ckpt]
-        last_step = kept[0]["step"] if kept else -1
-        dropped = [r for r in t.reports if r.get("step", 0) > last_step]
-        if dropped:
-            log.info("trial %s: %d report(s) after its checkpoint come again", t.key,
-                     len(dropped))
-        t.reports = [r for r in t.reports if r.get("step", 0) <= last_step]
-        for d in storage.list_dirs(*folder):
-            if d.startswith("checkpoint_") and d != ckpt:
-                storage.delete_dir(*folder, d)
-        if ckpt:
-            out[t.key] = storage.uri(*folder, ckpt)
-        record.save_trial(t)
+        if not t.finished:
+            point = _restart_point(record, t)
+            if point:
+                out[t.key] = record.storage.uri(record.name, t.name, point)
+            record.save_trial(t)
     return out
+
+
+def _restart_point(record: SweepRecord, t: TrialRecord) -> str | None:
+    storage, folder = record.storage, (record.name, t.name)
+    row = next((r for r in reversed(t.reports) if r.get("checkpoint_dir_name")
+                and storage.exists(*folder, r["checkpoint_dir_name"], STATE_FILE)), None)
+    last_step = row["step"] if row else -1
+    dropped = sum(r.get("step", 0) > last_step for r in t.reports)
+    if dropped:
+        log.info("trial %s: %d report(s) after its checkpoint come again", t.key, dropped)
+    t.reports = [r for r in t.reports if r.get("step", 0) <= last_step]
+    point = None
+    if row:
+        point = f"restart_{int(row['step']):07d}"
+        if row["checkpoint_dir_name"] != point:
+            _move(storage, folder, row["checkpoint_dir_name"], point)
+    for r in t.reports:
+        r["checkpoint_dir_name"] = point if r is row else None
+    for d in storage.list_dirs(*folder):
+        if d.startswith(_CHECKPOINT_DIRS) and d != point:
+            storage.delete_dir(*folder, d)
+    return point
+
+
+def _move(storage, folder: tuple[str, str], src: str, dst: str) -> None:
+    storage.delete_dir(*folder, dst)
+    if storage.local:
+        storage.fs.move(storage.path(*folder, src), storage.path(*folder, dst))
+        return
+    import pyarrow.fs as pafs  # object stores: copy, then delete (no directory rename)
+
+    pafs.copy_files(storage.path(*folder, src), storage.path(*folder, dst),
+                    source_filesystem=storage.fs, destination_filesystem=storage.fs)
+    storage.delete_dir(*folder, src)

@@ -65,8 +65,11 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     restore = restart_points(record, trials)
     n_startup = meta["sampler"].get("sampler_startup_trials", 0)
     db = study_file(record.storage, settings.name)
+    # Each run of the command draws on: a resumed sweep re-seeded as it started would
+    # propose its first configs again.
+    seed = (settings.seed * 1_000_003 + meta["runs"]) % 2**32
     study = build_study(trials, settings.name, f"sqlite:///{db}",
-                        make_sampler(settings.sampler, settings.seed, n_startup))
+                        make_sampler(settings.sampler, seed, n_startup))
     check_numbers(study, trials)
     budget = settings.time_budget_s
     deadline = time.time() + max(0.0, budget - meta["wall_s"]) if budget else None

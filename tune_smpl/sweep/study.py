@@ -9,6 +9,7 @@ and the same trial number, before any new trial.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -93,7 +94,9 @@ def build_study(trials: list[TrialRecord], name: str, storage: str | None = None
         db.unlink(missing_ok=True)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 direction="maximize")
-    study.set_metric_names([METRIC])
+    with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in practice
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC])
     for t in sorted(trials, key=lambda t: t.number):
         if t.finished:
             study.add_trial(frozen(t))
