@@ -23,7 +23,8 @@ _GLOBAL_URI_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _tracking_uri(uri: str):
-    previous = mlflow.get_tracking_uri()
+    # None when nothing was set: set_tracking_uri(None) clears it again (and its env var).
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     mlflow.set_tracking_uri(uri)
     try:
         yield

@@ -30,8 +30,9 @@ def run_fake_sweep(uri: str, experiment: str, sweep: str = "sweep-1", model=None
                         artifact_location=artifact_location)
     rec.start_sweep(SETTINGS, SPACE_YAML)
     for i, (tid, _, _, lr) in enumerate(TRIALS):
-        rec.trial_started(tid, f"train_smpl_{tid}",
-                          {"lr": lr, "threshold": 0.9, "__trial_index__": i}, f"node-{i}")
+        rec.open_trial(tid, f"train_smpl_{tid}", {"lr": lr, "threshold": 0.9,
+                                                  "__trial_index__": i}, "running")
+        rec.tag_trial(tid, "ray_node_id", f"node-{i}")
     for k in range(max(n for _, _, n, _ in TRIALS)):
         for tid, outcome, n, _ in TRIALS:
             if k < n:
@@ -41,9 +42,8 @@ def run_fake_sweep(uri: str, experiment: str, sweep: str = "sweep-1", model=None
             if k == n - 1:
                 err = "FloatingPointError: loss is nan" if outcome == "diverged" else None
                 rec.trial_ended(tid, outcome, err)
-    best = {"trial_id": TRIALS[0][0], "config": {"lr": TRIALS[0][3], "threshold": 0.9},
-            "val_accuracy": 0.7, "step": 300, "hostname": "h"}
-    rec.end_sweep(best, model=model)
+    best = {"trial_id": TRIALS[0][0], "config": {"lr": TRIALS[0][3], "threshold": 0.9}}
+    rec.end_sweep(best, model=model, figures={"best_val_accuracy": 0.7, "trials": 3})
     return rec
 
 
@@ -60,8 +60,8 @@ def check_fake_sweep(uri: str, experiment: str, sweep: str = "sweep-1") -> dict:
     assert parent.data.params["num_samples"] == "3"
     assert parent.data.params["scheduler.grace_period"] == "1"
     assert parent.data.params["fixed"] == '["dataset"]'
-    assert parent.data.metrics["best/val_accuracy"] == pytest.approx(0.7)
-    assert "best/hostname" not in parent.data.metrics
+    # The sweep's own figures only: nothing of a trial's report (hostname, done, ...).
+    assert parent.data.metrics == {"best_val_accuracy": pytest.approx(0.7), "trials": 3}
     parent_files = {f.path for f in client.list_artifacts(parent.info.run_id)}
     assert {"search_space.yaml", "best_config.yaml"} <= parent_files
     space = client.download_artifacts(parent.info.run_id, "search_space.yaml")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
-from mlflow.tracking._tracking_service import utils as tracking_utils
 from mlflow_fake_sweep import TRIALS, check_fake_sweep, run_fake_sweep
 
 from mlflow_tracking import SweepRecorder, find_trial_run
@@ -36,11 +35,11 @@ def test_resume_reopens_the_parent_and_the_trial_run(store_uri, experiment):
     tid = TRIALS[1][0]  # early_stopped after one report
     rec = SweepRecorder(store_uri, "sweep-1", experiment_name=experiment)
     assert rec.start_sweep({"num_samples": 3}, "lr: {}\n", resume=True) == first.parent_run_id
-    run_id = rec.trial_started(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, None)
+    run_id = rec.open_trial(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, "running", 1)
     assert run_id == first._runs[tid]
     assert MlflowClient(store_uri).get_run(run_id).info.status == "RUNNING"
-    # A trial restarted within the same sweep continues the same run as well.
-    assert rec.trial_started(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, None) == run_id
+    # Opened again (a second resume) it is still the same run.
+    assert rec.open_trial(tid, f"train_smpl_{tid}", {"lr": TRIALS[1][3]}, "running", 2) == run_id
     rec.trial_reported(tid, {"val_accuracy": 0.8}, step=200)
     rec.trial_ended(tid, "completed")
     rec.end_sweep(None)
@@ -49,7 +48,7 @@ def test_resume_reopens_the_parent_and_the_trial_run(store_uri, experiment):
     assert len(runs) == 1 + len(TRIALS)
     client = MlflowClient(store_uri)
     run = client.get_run(run_id)
-    assert run.data.tags["restarts"] == "2" and run.data.tags["trial_status"] == "completed"
+    assert run.data.tags["resumes"] == "2" and run.data.tags["trial_status"] == "completed"
     assert run.data.tags["ray_node_id"] == "node-1"  # the first start's node is kept
     assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [100, 200]
     assert client.get_run(first.parent_run_id).data.tags["resumes"] == "1"
@@ -66,7 +65,7 @@ def test_close_open_ends_every_running_run_as_killed(store_uri, experiment):
     rec = SweepRecorder(store_uri, "interrupted", experiment_name=experiment)
     rec.start_sweep({}, "")
     for tid in ("t0", "t1", "t2"):
-        rec.trial_started(tid, tid, {}, None)
+        rec.open_trial(tid, tid, {})
     rec.trial_ended("t0", "completed")
     assert rec.close_open() == 3  # t1, t2 and the parent
     runs = {r.data.tags.get("trial_id", "parent"): r for r in _runs(store_uri, experiment)}
@@ -79,7 +78,7 @@ def test_close_open_ends_every_running_run_as_killed(store_uri, experiment):
 def test_close_open_from_a_fresh_recorder_after_a_crashed_driver(store_uri, experiment):
     crashed = SweepRecorder(store_uri, "crashed", experiment_name=experiment)
     crashed.start_sweep({}, "")
-    crashed.trial_started("t0", "t0", {}, None)
+    crashed.open_trial("t0", "t0", {})
     assert SweepRecorder(store_uri, "crashed", experiment_name=experiment).close_open() == 2
     assert all(r.info.status == "KILLED" for r in _runs(store_uri, experiment))
 
@@ -87,9 +86,10 @@ def test_close_open_from_a_fresh_recorder_after_a_crashed_driver(store_uri, expe
 def test_best_model_loads_back_with_identical_outputs(store_uri, experiment, monkeypatch):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    global_uri = tracking_utils._tracking_uri
+    global_uri = (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri())
     rec = run_fake_sweep(store_uri, experiment, model=model)
-    assert tracking_utils._tracking_uri == global_uri  # no global state left behind
+    # no global state left behind
+    assert (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()) == global_uri
 
     client = MlflowClient(store_uri)
     parent = client.get_run(rec.parent_run_id)
@@ -111,8 +111,8 @@ def test_two_sweeps_in_two_stores_stay_apart(store_uri, experiment, fresh_store)
     b = SweepRecorder(other_uri, "b", experiment_name=experiment)
     a.start_sweep({"x": 1}, "")
     b.start_sweep({"x": 2}, "")
-    a.trial_started("t", "t", {}, None)
-    b.trial_started("t", "t", {}, None)
+    a.open_trial("t", "t", {})
+    b.open_trial("t", "t", {})
     a.trial_reported("t", {"val_accuracy": 0.1}, 1)
     b.trial_reported("t", {"val_accuracy": 0.2}, 1)
     a.end_sweep(None)
@@ -127,7 +127,7 @@ def test_two_sweeps_in_two_stores_stay_apart(store_uri, experiment, fresh_store)
 def test_invalid_trial_config_is_still_recorded(store_uri, experiment):
     rec = SweepRecorder(store_uri, "bad", experiment_name=experiment)
     rec.start_sweep({}, "")
-    run_id = rec.trial_started("t", "t", {"clamp_min": 0.5, "clamp_max": 0.4}, None)
+    run_id = rec.open_trial("t", "t", {"clamp_min": 0.5, "clamp_max": 0.4})
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.data.params == {"clamp_min": "0.5", "clamp_max": "0.4"}
     assert "clamp_min" in run.data.tags["config_error"]
@@ -137,11 +137,11 @@ def test_invalid_trial_config_is_still_recorded(store_uri, experiment):
 def test_misuse_fails_with_one_line_errors(store_uri, experiment):
     rec = SweepRecorder(store_uri, "misuse", experiment_name=experiment)
     with pytest.raises(ValueError, match="call start_sweep"):
-        rec.trial_started("t", "t", {}, None)
+        rec.open_trial("t", "t", {})
     rec.start_sweep({}, "")
-    with pytest.raises(ValueError, match="trial 'nope' .* call trial_started"):
+    with pytest.raises(ValueError, match="trial 'nope' .* call open_trial"):
         rec.trial_reported("nope", {"val_accuracy": 1.0}, 1)
-    rec.trial_started("t", "t", {}, None)
+    rec.open_trial("t", "t", {})
     with pytest.raises(ValueError, match=r"`status` must be one of .* status='finished'"):
         rec.trial_ended("t", "finished")
     with pytest.raises(ValueError, match="`status` must be one of"):
@@ -156,7 +156,7 @@ def test_misuse_fails_with_one_line_errors(store_uri, experiment):
 def test_long_errors_are_cut_for_the_tag_and_kept_whole_as_an_artifact(store_uri, experiment):
     rec = SweepRecorder(store_uri, "errors", experiment_name=experiment)
     rec.start_sweep({}, "")
-    run_id = rec.trial_started("t", "t", {}, None)
+    run_id = rec.open_trial("t", "t", {})
     error = "Traceback\n" + "x" * 20000 + "\nRuntimeError: boom"
     rec.trial_ended("t", "errored", error)
     client = MlflowClient(store_uri)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.tune_smpl.conftest import REPO, cli_env, free_port, small_sets
-from tune_smpl.cluster import ClusterInfo, absolute_data_dir, check_storage, storage_path
+from tune_smpl.sweep.cluster import ClusterInfo, absolute_data_dir, check_storage, storage_path
 
 RAY = str(Path(sys.executable).with_name("ray"))
 NODE_RE = re.compile(r"^\s*1 node_([0-9a-f]+)\s*$", re.MULTILINE)
@@ -172,7 +172,7 @@ def test_rayjob_manifest_runs_a_valid_tune_command():
     import yaml
 
     from tune_smpl.cli import build_parser
-    from tune_smpl.train_cmd import build_config
+    from tune_smpl.commands.train import build_config
 
     docs = list(yaml.safe_load_all((REPO / "deploy" / "rayjob.yaml").read_text()))
     job = next(d for d in docs if d["kind"] == "RayJob")

@@ -28,7 +28,7 @@ KEY_FIELD = "trial_key"  # in a Tune trial's config: which record the trial is
 
 
 # Report fields that are bookkeeping, not measurements (MLflow's step is `step`).
-_NOT_METRICS = ("step", "pid", "evaluation", "time_this_iter_s")
+_NOT_METRICS = ("step", "pid", "evaluation", "time_this_iter_s", "started_at", "reported_at")
 
 
 class Ledger:

@@ -21,7 +21,8 @@ from tune_smpl.sweep.storage import SweepStorage
 
 SWEEP_FILE, SPACE_FILE, TRIAL_FILE = "sweep.json", "space.yaml", "trial.json"
 # Ray's bookkeeping fields that a report keeps (the rest of them are not measurements).
-KEPT_RAY_FIELDS = ("checkpoint_dir_name", "time_this_iter_s", "ray_node_id", "pid")
+KEPT_RAY_FIELDS = ("checkpoint_dir_name", "time_this_iter_s", "ray_node_id", "pid",
+                   "started_at", "reported_at")
 
 
 def folder_of(key: str) -> str:
@@ -87,7 +88,7 @@ class TrialRecord:
 
 _RAY_FIELDS = {"training_iteration", "time_total_s", "timestamp", "iterations_since_restore",
                "time_since_restore", "done", "trial_id", "date", "hostname", "node_ip",
-               "config", "experiment_tag", "should_checkpoint", "started_at", "reported_at"}
+               "config", "experiment_tag", "should_checkpoint"}
 
 
 def _plain(v) -> bool:

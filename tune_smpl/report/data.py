@@ -1,0 +1,145 @@
+"""What a sweep's report shows, read from its record: outcomes, best, importance, series.
+
+Every figure of the report is drawn from one `SweepView`, built here from the record
+alone (no Ray, no running study), so the report works after the cluster is gone.
+
+A trial's value, as the sweep ranks trials (`tune_smpl.sweep.outcome.score`): its best
+`val_accuracy` over its reports. A trial that ASHA stopped (or the budget cut) counts with
+the value it reached before it was stopped, so the history, the importance and the slices
+use every trial that gave a measurement, not only the few that ran to the end.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import optuna
+import yaml
+from optuna.distributions import json_to_distribution
+from optuna.trial import TrialState, create_trial
+
+from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.study import build_study
+
+# The feedback diagnostics smpl_core reports (smpl_core/metrics.py), with their labels.
+DIAGNOSTICS = {"train/feedback_abs": "|h| (mean over the window)",
+               "train/feedback_pos_frac": "fraction of steps with h > 0",
+               "train/mpl_grad_ratio": "||grad L_mpl|| / ||grad L_uda||"}
+EVALUATOR = "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"
+TOP_DIAGNOSED = 3  # the best trials whose diagnostics are drawn
+
+
+@dataclass
+class SweepView:
+    name: str
+    uri: str  # the sweep folder (local path or URI)
+    meta: dict
+    trials: list[TrialRecord]
+    knobs: list[str]  # the searched knobs, in the space's order
+    log_knobs: set[str]
+    study: optuna.Study  # the record's study: COMPLETE / PRUNED / FAIL as the sweep decided
+    values: dict[str, float]  # key -> the trial's value, for trials that gave one
+    ranked: list[TrialRecord]  # scored trials, best first
+    counts: dict[str, int]
+    importance: dict[str, float] | None = None
+    importance_note: str = ""
+    t0: float = 0.0  # when the sweep's first trial was created (epoch seconds)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def best(self) -> TrialRecord | None:
+        return self.ranked[0] if self.ranked else None
+
+    @property
+    def best_value(self) -> float:
+        return self.values[self.best.key] if self.best else math.nan
+
+    def value_study(self) -> optuna.Study:
+        """Every trial with a measurement as COMPLETE with its value (see the module's
+        note); failed trials as FAIL. What Optuna's history, importance and slices read."""
+        if "value_study" in self.extra:  # built once: every figure reads the same trials
+            return self.extra["value_study"]
+        study = optuna.create_study(study_name=self.name, direction="maximize")
+        _name_metric(study)
+        for t in self.trials:
+            if not t.finished:
+                continue
+            dists = {k: json_to_distribution(v) for k, v in t.distributions.items()}
+            value = self.values.get(t.key)
+            state = TrialState.COMPLETE if value is not None else TrialState.FAIL
+            study.add_trial(create_trial(
+                state=state, value=value, params=t.params, distributions=dists,
+                user_attrs={"key": t.key, "outcome": t.outcome}))
+        self.extra["value_study"] = study
+        return study
+
+    def diagnosed(self) -> list[TrialRecord]:
+        """The best trials that report the feedback diagnostics (smpl runs do)."""
+        return [t for t in self.ranked
+                if any(k in r for r in t.reports for k in DIAGNOSTICS)][:TOP_DIAGNOSED]
+
+    def elapsed(self, t: TrialRecord) -> float | None:
+        return None if t.ended_at is None else max(0.0, t.ended_at - self.t0)
+
+
+def _name_metric(study: optuna.Study) -> None:
+    with warnings.catch_warnings():  # experimental in Optuna 3.2+
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([O.METRIC])
+
+
+def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list[str],
+                                                                            set[str]]:
+    """The space's knobs in its own order (the space file), and which are log-scaled."""
+    try:
+        space = yaml.safe_load(record.space_yaml()) or {}
+    except (OSError, yaml.YAMLError):
+        space = {}
+    knobs = list(space)
+    for t in trials:  # a record without its space file still names its params
+        knobs += [k for k in t.distributions if k not in knobs]
+    logs = {k for k, spec in space.items() if isinstance(spec, dict) and spec.get("log")}
+    return knobs, logs
+
+
+def load_view(record: SweepRecord) -> SweepView:
+    from tune_smpl.sweep.summary import counts
+
+    trials = record.trials()
+    knobs, logs = searched_knobs(record, trials)
+    values = {}
+    for t in trials:
+        v = O.score(t.reports)[0]
+        if t.outcome in O.SCORED and not math.isnan(v):
+            values[t.key] = v
+    view = SweepView(name=record.name, uri=record.uri, meta=record.meta(), trials=trials,
+                     knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
+                     values=values, ranked=O.rank(trials), counts=counts(trials),
+                     t0=min((t.created_at for t in trials), default=0.0))
+    view.importance, view.importance_note = importance(view)
+    return view
+
+
+def importance(view: SweepView) -> tuple[dict[str, float] | None, str]:
+    """Each searched knob's share of the variance of `val_accuracy` (fANOVA), or None and
+    why not. Knobs Optuna could not rate (one value only) get 0."""
+    distinct = {round(v, 12) for v in view.values.values()}
+    if len(view.values) < 2:
+        return None, (f"needs at least 2 trials with a measurement; this sweep has "
+                      f"{len(view.values)}.")
+    if len(distinct) < 2:
+        return None, "every measured trial has the same value: no knob explains a difference."
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = optuna.importance.get_param_importances(view.value_study(),
+                                                          evaluator=evaluator)
+    except (RuntimeError, ValueError) as e:  # e.g. params that differ between trials
+        return None, f"Optuna could not compute it: {e}"
+    out = {k: float(got.get(k, 0.0)) for k in view.knobs}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1])), (
+        f"{EVALUATOR} over the {len(view.values)} trials with a measurement.")

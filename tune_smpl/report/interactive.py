@@ -1,0 +1,135 @@
+"""The report's interactive figures (plotly): Optuna's `optuna.visualization` where it
+draws what we mean (history, importance, parallel coordinates, slices), our own where it
+does not (outcomes, best so far against time, curves that show where ASHA cut, diagnostics).
+
+Each function returns a plotly Figure, or None when the sweep has nothing to draw.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+import optuna.visualization as ov
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.summary import LABELS
+
+# One colour per outcome, shared with the static figures.
+COLORS = {O.COMPLETED: "#1f77b4", O.EARLY_STOPPED: "#ff7f0e", O.CUT_BY_BUDGET: "#9467bd",
+          O.DIVERGED: "#d62728", O.ERRORED: "#7f7f7f", O.OUT_OF_MEMORY: "#8c564b",
+          None: "#bcbd22"}
+DASH = {O.COMPLETED: "solid", O.EARLY_STOPPED: "dash", O.CUT_BY_BUDGET: "dashdot"}
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():  # optuna.visualization warns on few trials
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def outcomes(view: SweepView) -> go.Figure:
+    names = [o for o in O.OUTCOMES if view.counts.get(o)] or list(O.SCORED)
+    fig = go.Figure(go.Bar(x=[LABELS[o] for o in names], y=[view.counts[o] for o in names],
+                           marker_color=[COLORS[o] for o in names]))
+    return fig.update_layout(title="Trials by outcome", yaxis_title="trials")
+
+
+def history(view: SweepView) -> go.Figure | None:
+    if not view.values:
+        return None
+    return _quiet(ov.plot_optimization_history, view.value_study(), target_name=O.METRIC)
+
+
+def history_time(view: SweepView) -> go.Figure | None:
+    """Best value so far against wall seconds since the sweep's first trial started."""
+    done = sorted(((view.elapsed(t), view.values[t.key], t) for t in view.trials
+                   if t.key in view.values and view.elapsed(t) is not None),
+                  key=lambda x: x[0])
+    if not done:
+        return None
+    best, xs, ys = -1.0, [], []
+    for s, v, _ in done:
+        best = max(best, v)
+        xs.append(s)
+        ys.append(best)
+    fig = go.Figure([
+        go.Scatter(x=[s for s, _, _ in done], y=[v for _, v, _ in done], mode="markers",
+                   name="trial (at its end)", text=[f"trial {t.key} ({t.outcome})"
+                                                    for _, _, t in done],
+                   marker_color=[COLORS[t.outcome] for _, _, t in done]),
+        go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="best so far")])
+    return fig.update_layout(title="Best value against time", xaxis_title="seconds since "
+                             "the sweep started", yaxis_title=O.METRIC)
+
+
+def importance(view: SweepView) -> go.Figure | None:
+    if view.importance is None:
+        return None
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return _quiet(ov.plot_param_importances, view.value_study(), evaluator=evaluator,
+                  target_name=O.METRIC)
+
+
+def parallel(view: SweepView) -> go.Figure | None:
+    if len(view.values) < 1:
+        return None
+    return _quiet(ov.plot_parallel_coordinate, view.value_study(), target_name=O.METRIC)
+
+
+def slices(view: SweepView) -> go.Figure | None:
+    if not view.values:
+        return None
+    return _quiet(ov.plot_slice, view.value_study(), target_name=O.METRIC)
+
+
+def curves(view: SweepView) -> go.Figure | None:
+    """One line per trial that reported: `val_accuracy` against step; a stopped trial's
+    line is dashed and ends in a cross where it was stopped."""
+    fig = go.Figure()
+    for t in view.trials:
+        pts = [(r["step"], r[O.METRIC]) for r in t.reports
+               if isinstance(r.get(O.METRIC), (int, float)) and "step" in r]
+        if not pts:
+            continue
+        stopped = t.outcome not in (O.COMPLETED,)
+        fig.add_trace(go.Scatter(
+            x=[s for s, _ in pts], y=[v for _, v in pts], name=f"trial {t.key} "
+            f"({LABELS.get(t.outcome, t.outcome or 'unfinished')})",
+            mode="lines+markers", line={"color": COLORS.get(t.outcome, "#333"),
+                                        "dash": DASH.get(t.outcome, "dot")},
+            marker={"symbol": ["circle"] * (len(pts) - 1) + ["x" if stopped else "circle"],
+                    "size": [5] * (len(pts) - 1) + [12 if stopped else 5]}))
+    if not fig.data:
+        return None
+    return fig.update_layout(title="Learning curves (dashed, ending in x: stopped)",
+                             xaxis_title="step", yaxis_title=O.METRIC)
+
+
+def diagnostics(view: SweepView) -> go.Figure | None:
+    trials = view.diagnosed()
+    if not trials:
+        return None
+    fig = make_subplots(rows=1, cols=len(DIAGNOSTICS), subplot_titles=list(DIAGNOSTICS.values()))
+    for i, t in enumerate(trials):
+        for col, key in enumerate(DIAGNOSTICS, 1):
+            pts = [(r["step"], r[key]) for r in t.reports if isinstance(r.get(key), (int, float))]
+            fig.add_trace(go.Scatter(x=[s for s, _ in pts], y=[v for _, v in pts],
+                                     name=f"trial {t.key}", legendgroup=t.key,
+                                     showlegend=col == 1, mode="lines+markers",
+                                     line={"color": _PALETTE[i % len(_PALETTE)]}),
+                          row=1, col=col)
+    for col in range(1, len(DIAGNOSTICS) + 1):
+        fig.update_xaxes(title_text="step", row=1, col=col)
+    return fig.update_layout(title=f"Feedback diagnostics of the {len(trials)} best trials")
+
+
+_PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+# Section id -> the figures it holds (in order), as `html.py` lays them out.
+FIGURES = {"outcomes": [outcomes], "history": [history, history_time],
+           "importance": [importance], "parallel": [parallel], "slices": [slices],
+           "curves": [curves], "diagnostics": [diagnostics]}
