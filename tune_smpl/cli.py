@@ -1,4 +1,4 @@
-"""The `tune-smpl` command: train | tune | export | ui.
+"""The `tune-smpl` command: train | tune | export | report | ui | dashboard.
 
 Bad input anywhere (config, space, flags, data paths) ends the command with one line on
 stderr naming the field, the rule and the value, and exit status 2, before work is lost.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tune_smpl.commands import export, train, tune, ui
+from tune_smpl.commands import dashboard, export, report, train, tune, ui
 
-SUBCOMMANDS = [train, tune, export, ui]
+SUBCOMMANDS = [train, tune, export, report, ui, dashboard]
 
 
 class _Parser(argparse.ArgumentParser):

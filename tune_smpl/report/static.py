@@ -88,10 +88,10 @@ def parallel(view: SweepView) -> Figure | None:
     cols = [_scaled(view, k, [t.params[k] for t in trials]) for k in view.knobs]
     fig = Figure(figsize=(10, 4))
     ax = fig.add_subplot()
-    for i, t in enumerate(trials):
-        c = cmap(0.5 if hi == lo else (vals[i] - lo) / (hi - lo))
-        ax.plot(range(len(view.knobs) + 1), [col[i] for col in cols] + [
-            0.5 if hi == lo else (vals[i] - lo) / (hi - lo)], color=c, alpha=0.8)
+    for i, v in enumerate(vals):
+        y = 0.5 if hi == lo else (v - lo) / (hi - lo)
+        ax.plot(range(len(view.knobs) + 1), [col[i] for col in cols] + [y], color=cmap(y),
+                alpha=0.8)
     ax.set_xticks(range(len(view.knobs) + 1),
                   [k + (" (log)" if k in view.log_knobs else "") for k in view.knobs]
                   + [O.METRIC], rotation=20, fontsize=8)
