@@ -9,7 +9,9 @@ What lands where (names are stable: the export command and the tests search by t
   (also `mlflow.source.git.commit`); settings as params (nested keys joined by `.`);
   artifact `search_space.yaml`. At the end: the sweep's own figures as metrics (given by
   the sweep: best value, trials by outcome, seconds), artifact `best_config.yaml`, tags
-  `best_trial_id`, `best_run_id`, `best_model_uri`, and the LoggedModel `best_model`.
+  `best_trial_id`, `best_run_id`, `best_model_uri`, and the LoggedModel `best_model`;
+  then the sweep's report as artifacts `report/` and its summary as the description
+  (`mlflow.note.content`).
 - child: run name = trial name; tags `mlflow.parentRunId`, `sweep_name`, `run_kind=trial`,
   `trial_id`, `ray_node_id`, `trial_status` (pending | running, then the trial's outcome:
   completed | early_stopped | cut_by_budget | diverged | errored | out_of_memory |
@@ -40,6 +42,8 @@ from smpl_core.config import SMPLConfig
 log = logging.getLogger(__name__)
 
 PARENT_ID_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
+REPORT_ARTIFACTS = "report"
 # A trial's outcome (the `trial_status` tag) -> its run status. The outcome is decided by
 # the sweep (tune_smpl.sweep.outcome); this is how MLflow shows it.
 TRIAL_STATUSES = {"completed": "FINISHED", "early_stopped": "FINISHED",
@@ -119,6 +123,13 @@ class SweepRecorder:
             V.set_tags(self.client, parent, {"best_model_uri": model_uri})
         self._close(status, [parent], children_status="KILLED")
         return model_uri
+
+    def log_report(self, folder: str, description: str) -> None:
+        """The sweep's report (a local folder: HTML, PNGs) as the parent's `report/`
+        artifacts, and `description` (markdown) as the parent's description in the UI."""
+        parent = self._require_parent()
+        self.client.log_artifacts(parent, folder, REPORT_ARTIFACTS)
+        self.client.set_tag(parent, NOTE_TAG, description)
 
     def close_open(self, status: str = "KILLED", trials_only: bool = False) -> int:
         """End every run of this sweep still RUNNING (an interrupted sweep); return how many.

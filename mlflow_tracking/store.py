@@ -20,6 +20,9 @@ from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 
 DEFAULT_EXPERIMENT = "tune-smpl"
+# MLflow 3's UI opens an experiment in its GenAI workflow unless the experiment says it is
+# model training (the UI reads this tag; values genai_development | custom_model_development).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 DB_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
@@ -118,9 +121,13 @@ def _ensure(client: MlflowClient, tracking_uri: str, name: str,
                     f"MLflow experiment {name!r} must be active, but it is deleted "
                     f"(id {exp.experiment_id}); restore it with `mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}` or choose another name.")
+            for key, value in EXPERIMENT_KIND.items():  # an experiment made before the tag
+                if key not in exp.tags:
+                    client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags=EXPERIMENT_KIND)
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -12,7 +12,44 @@ import os
 import subprocess
 import sys
 
-from mlflow_tracking.store import ARTIFACTS_DIR, check_store, sqlite_path
+from mlflow_tracking.store import ARTIFACTS_DIR, DEFAULT_EXPERIMENT, check_store, sqlite_path
+
+# MLflow 3's UI starts in its GenAI workflow (traces, evaluations) unless the URL says
+# otherwise; with this query it opens in "Model training" mode on the runs.
+WORKFLOW_QUERY = "workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> str:
+    """Where the UI of `tracking_uri` is: the tracking server itself, or where `tune-smpl ui`
+    serves a local store (its defaults)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}"
+
+
+def experiment_link(base: str, experiment_id: str) -> str:
+    """The experiment's runs, in Model training mode."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
+
+
+def run_link(base: str, experiment_id: str, run_id: str) -> str:
+    """One run's page (e.g. a sweep's parent run), in Model training mode."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}"
+
+
+def experiment_id_of(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str | None:
+    """The id of experiment `name` in the store, None when it has none (or no store yet)."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        return None
+    try:
+        from mlflow_tracking.store import open_client
+
+        exp = open_client(tracking_uri).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - a link is a convenience; the UI starts regardless
+        return None
+    return exp.experiment_id if exp is not None else None
 
 
 def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
@@ -48,9 +85,14 @@ def run_ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
     if db is not None and not db.exists():
         print(f"note: {db} does not exist yet; the UI starts on an empty store "
               f"(run a sweep first, or pass --tracking-uri).", file=sys.stderr)
-    shown = "localhost" if host in ("0.0.0.0", "::") else host
-    print(f"MLflow UI at http://{shown}:{port} (store: {tracking_uri}); Ctrl-C to stop",
-          flush=True)
+    base = ui_base(tracking_uri, host, port)
+    print(f"MLflow UI at {base} (store: {tracking_uri}); Ctrl-C to stop", flush=True)
+    exp_id = experiment_id_of(tracking_uri)
+    if exp_id is not None:
+        print(f"the sweeps' runs (Model training mode): {experiment_link(base, exp_id)}",
+              flush=True)
+    else:
+        print(f"open it in Model training mode: {base}/#/?{WORKFLOW_QUERY}", flush=True)
     proc = subprocess.Popen(cmd, env=ui_env())
     try:
         return proc.wait()

@@ -60,7 +60,10 @@ def test_run_ui_prints_where_and_survives_ctrl_c(tmp_path, monkeypatch, capsys, 
     uri = default_tracking_uri(tmp_path / "runs")
     assert ui_module.run_ui(uri, port=5123) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"MLflow UI at http://127.0.0.1:5123 (store: {uri}); Ctrl-C to stop"
+    first, link = out.strip().splitlines()
+    assert first == f"MLflow UI at http://127.0.0.1:5123 (store: {uri}); Ctrl-C to stop"
+    # no store yet: no experiment id to link, but the link still opens Model training mode
+    assert link.endswith("http://127.0.0.1:5123/#/?workflowType=machine_learning")
     (proc,) = started
     assert proc.cmd == ui_command(uri, port=5123)
     assert proc.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"

@@ -75,6 +75,7 @@ def finished(ledger: Ledger, settings, meta: dict) -> int:
     if top is None:
         ledger.to_mlflow("end_sweep", None, None, "FINISHED", figures(trials, meta["wall_s"]),
                        {"sweep_status": "finished"})
+        report(ledger, settings)
         print("no trial gave a measurement (every one diverged, errored or ran out of "
               "memory); see `error` in trial_<key>/trial.json under "
               f"{ledger.record.uri}", file=sys.stderr)
@@ -93,7 +94,21 @@ def finished(ledger: Ledger, settings, meta: dict) -> int:
           f"train it:   tune-smpl train --config best.yaml --eval-test"
           + (f"\nbrowse:     tune-smpl ui --tracking-uri {shlex.quote(tracking)}"
              if tracking else ""))
+    report(ledger, settings)
     return 0
+
+
+def report(ledger: Ledger, settings) -> None:
+    """The sweep's report into its folder and onto the MLflow parent run (with the parent's
+    description); prints where it is and the MLflow UI links."""
+    try:
+        from tune_smpl.report.publish import publish
+
+        for line in publish(ledger, settings.storage_path):
+            print(line)
+    except Exception as e:  # noqa: BLE001 - the sweep's result stands without its report
+        log.warning("report of sweep %s not written (tune-smpl report %s writes it): %s",
+                    settings.name, settings.name, e)
 
 
 def _best_model(ledger: Ledger, top, row: dict):
