@@ -5,15 +5,15 @@ so a bad range costs one line on stderr instead of a sweep of crashing trials.
 
 Two couplings cannot be checked one field at a time:
 - `uda_warmup_steps <= steps`: `steps` is never searched, so a static cap on the range.
-- `clamp_min < clamp_max` (log-space clamp of the consistency loss): when their ranges
-  overlap, define-by-run samples clamp_max first and clamp_min below it
-  (`clamp_min_high`); that needs clamp_min to be a float range starting below every
-  clamp_max. A clamp_max fixed by `--set` narrows clamp_min's range instead (`tie`).
+- `clamp_min < clamp_max` (log-space clamp of the consistency loss): one rule, checked here
+  only: every clamp_min the space can give lies below every clamp_max it can give, a clamp
+  it does not search being the base config's value (`load_space`) or the `--set` value
+  (`fix`). Overlapping ranges are rejected, not coupled: the presets' ranges are decades
+  apart (clamp_min <= 1e-3, clamp_max >= 0.9), and a sampler then draws each clamp freely.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from search_spaces.spec import ParamSpec
@@ -26,13 +26,18 @@ UNSEARCHABLE = {
     "eval_every": "ASHA's budget (reports per trial) derives from it",
 }
 CAPPED_BY_STEPS = ("uda_warmup_steps",)  # beta_k warms up within the run, DESIGN.md
+CLAMPS = ("clamp_min", "clamp_max")
+
+
+def _partner(name: str) -> str:
+    return CLAMPS[1 - CLAMPS.index(name)]
 
 
 def check_space(space: dict[str, ParamSpec], base: dict[str, Any], src: str) -> None:
     """Raise ValueError naming `src`, the param, the rule and the value."""
-    _check_config_values(space, base, src)  # first: the checks below assume valid types
+    check_clamp_order(space, base, src, "the config's")  # first: the probes below assume it
+    _check_config_values(space, base, src)
     _check_steps_cap(space, base["steps"], src)
-    check_clamp_order(space, src)
 
 
 def _check_steps_cap(space: dict[str, ParamSpec], steps: int, src: str) -> None:
@@ -55,15 +60,11 @@ def _check_config_values(space: dict[str, ParamSpec], base: dict[str, Any], src:
         labels = ("choice",) * len(spec.choices) if spec.type == "categorical" else ("low", "high")
         for label, value in zip(labels, spec.values_to_check, strict=True):
             cfg = {**base, name: value}
-            # The partner of a searched clamp is picked to fit, so probe with one that does.
-            if name == "clamp_min" and "clamp_max" in space:
-                cfg["clamp_max"] = 1.0
-            if name == "clamp_max" and "clamp_min" in space:
-                if _number(value) and value <= 0:
-                    raise ValueError(f"{src}: `clamp_max`: `{label}` must be > 0 (clamp_min > 0 "
-                                     f"must fit below it), but got {label}={value!r}.")
-                if _number(value):
-                    cfg["clamp_min"] = min(base["clamp_min"], value / 2)
+            # A searched partner clamp is probed at its far end, which the clamp rule
+            # (checked first) keeps on its own side of every value of this one.
+            if name in CLAMPS and _partner(name) in space:
+                ends = space[_partner(name)].values_to_check
+                cfg[_partner(name)] = max(ends) if name == "clamp_min" else min(ends)
             try:
                 SMPLConfig.from_dict(cfg)
             except (ValueError, TypeError) as e:
@@ -75,62 +76,28 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def check_clamp_order(space: dict[str, ParamSpec], src: str) -> None:
-    lo, hi = space.get("clamp_min"), space.get("clamp_max")
-    if lo is None or hi is None or not needs_coupling(space):
+def check_clamp_order(space: dict[str, ParamSpec], values: dict[str, Any], src: str,
+                      given: str) -> None:
+    """The clamp rule: the highest clamp_min < the lowest clamp_max, over what `space`
+    searches and, for a clamp it does not search, `values[name]` (skipped when absent).
+    `given` says where `values` come from ("the config's", "the fixed"). Non-numbers are
+    left to SMPLConfig's own type checks."""
+    searched = [n for n in CLAMPS if n in space]
+    ends = {n: space[n].values_to_check if n in space else (values[n],)
+            for n in CLAMPS if n in space or n in values}
+    if not searched or len(ends) < 2 or not all(map(_number, sum(ends.values(), ()))):
         return
-    if lo.type != "float":
-        raise ValueError(f"{src}: `clamp_min`: `type` must be float when its range reaches "
-                         f"clamp_max's (it is then sampled below each clamp_max), but got "
-                         f"type={lo.type!r}.")
-    if not lo.low < hi.lowest:
-        raise ValueError(f"{src}: `clamp_min`: `low` must be < clamp_max's lowest value "
-                         f"{hi.lowest!r}, so that every clamp_max leaves room below it, but got "
-                         f"low={lo.low!r}.")
-
-
-def needs_coupling(space: dict[str, ParamSpec]) -> bool:
-    """True when some clamp_min of the range could reach some clamp_max of the range."""
-    lo, hi = space.get("clamp_min"), space.get("clamp_max")
-    return lo is not None and hi is not None and not lo.highest < hi.lowest
-
-
-def clamp_min_high(spec: ParamSpec, clamp_max: float) -> float:
-    """clamp_min's upper bound given a sampled clamp_max: the largest float below it."""
-    return min(spec.high, math.nextafter(clamp_max, 0.0))
-
-
-def tie(space: dict[str, ParamSpec], fixed: dict[str, Any]) -> dict[str, ParamSpec]:
-    """Narrow a searched clamp to stay on its side of a fixed partner; raise if no value can."""
-    out = dict(space)
-    if "clamp_min" in out and "clamp_max" not in out and "clamp_max" in fixed:
-        out["clamp_min"] = _narrow(out["clamp_min"], "clamp_min", below=fixed["clamp_max"])
-    if "clamp_max" in out and "clamp_min" not in out and "clamp_min" in fixed:
-        out["clamp_max"] = _narrow(out["clamp_max"], "clamp_max", above=fixed["clamp_min"])
-    return out
-
-
-def _narrow(spec: ParamSpec, name: str, below: float | None = None,
-            above: float | None = None) -> ParamSpec:
-    partner, bound = ("clamp_max", below) if below is not None else ("clamp_min", above)
-    side = "<" if below is not None else ">"
-
-    def fits(v: Any) -> bool:
-        return v < bound if below is not None else v > bound
-
-    if all(fits(v) for v in spec.values_to_check):
-        return spec
-    if spec.type == "categorical":
-        kept = [c for c in spec.choices if fits(c)]
-        if not kept:
-            raise ValueError(f"`{name}`: `choices` must hold a value {side} the fixed "
-                             f"{partner}={bound!r}, but got choices={list(spec.choices)!r}.")
-        return ParamSpec("categorical", choices=tuple(kept))
-    key = "low" if below is not None else "high"
-    end = spec.low if below is not None else spec.high
-    if spec.type != "float" or not fits(end):
-        raise ValueError(f"`{name}`: `{key}` must be {side} the fixed {partner}={bound!r}, "
-                         f"but got {key}={end!r}.")
-    if below is not None:
-        return spec.with_high(math.nextafter(bound, 0.0))
-    return ParamSpec(spec.type, math.nextafter(bound, math.inf), spec.high, spec.log)
+    top, bottom = max(ends["clamp_min"]), min(ends["clamp_max"])
+    if top < bottom:
+        return
+    # Name the searched field whose end crosses the other clamp (clamp_min when both do).
+    name = "clamp_min" if "clamp_min" in space else "clamp_max"
+    spec, value = space[name], top if name == "clamp_min" else bottom
+    key = "choices" if spec.type == "categorical" else ("high" if name == "clamp_min" else "low")
+    got = list(spec.choices) if key == "choices" else value
+    other = ("clamp_max", bottom) if name == "clamp_min" else ("clamp_min", top)
+    where = (f"clamp_max's lowest value {bottom!r}" if name == "clamp_min" and
+             "clamp_max" in space else f"{given} {other[0]}={other[1]!r}")
+    side = "<" if name == "clamp_min" else ">"
+    raise ValueError(f"{src}: `{name}`: `{key}` must be {side} {where} (clamp ranges must not "
+                     f"overlap: clamp_min < clamp_max for every sample), but got {key}={got!r}.")

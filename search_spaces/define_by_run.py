@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from search_spaces.constraints import check_clamp_order, clamp_min_high, needs_coupling
 from search_spaces.spec import ParamSpec
 
 if TYPE_CHECKING:  # Ray passes a stand-in with the same suggest_* methods
@@ -20,9 +19,9 @@ if TYPE_CHECKING:  # Ray passes a stand-in with the same suggest_* methods
 
 
 def make_define_by_run(space: dict[str, ParamSpec]) -> DefineByRun:
-    """`fn(trial)` suggests every param of `space` (a space from `load_space`/`fix`, whose
-    uda_warmup_steps range is already capped at `steps`). clamp_min < clamp_max holds for
-    every sample: when their ranges overlap, clamp_max is drawn first and clamp_min below it."""
+    """`fn(trial)` suggests every param of `space` in order. The space is one that
+    `load_space`/`fix` checked: its uda_warmup_steps range is capped at `steps`, and its
+    clamp ranges do not overlap, so every sample keeps clamp_min < clamp_max."""
     return DefineByRun(space)
 
 
@@ -32,31 +31,19 @@ class DefineByRun:
 
     def __init__(self, space: dict[str, ParamSpec]):
         self.specs = dict(space)  # a snapshot: later edits of `space` must not change the study
-        self.coupled = needs_coupling(self.specs)
-        if self.coupled:
-            check_clamp_order(self.specs, "space")
-            # clamp_max must be known before clamp_min's upper bound is.
-            self.order = [n for n in self.specs if n != "clamp_min"] + ["clamp_min"]
-        else:
-            self.order = list(self.specs)
 
     def __call__(self, trial: optuna.Trial) -> None:
-        drawn: dict[str, Any] = {}
-        for name in self.order:
-            spec = self.specs[name]
-            high = spec.high
-            if self.coupled and name == "clamp_min":
-                high = clamp_min_high(spec, drawn["clamp_max"])
-            drawn[name] = _suggest(trial, name, spec, high)
+        for name, spec in self.specs.items():
+            _suggest(trial, name, spec)
         return None
 
 
-def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec, high: Any) -> Any:
+def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
     if spec.type == "categorical":
         return trial.suggest_categorical(name, list(spec.choices))
     if spec.type == "int":
-        return trial.suggest_int(name, spec.low, high, log=spec.log)
-    return trial.suggest_float(name, spec.low, high, log=spec.log)
+        return trial.suggest_int(name, spec.low, spec.high, log=spec.log)
+    return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
 
 
 def space_to_yaml(space: dict[str, ParamSpec]) -> str:

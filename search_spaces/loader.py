@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from search_spaces.constraints import UNSEARCHABLE, check_space, tie
+from search_spaces.constraints import UNSEARCHABLE, check_clamp_order, check_space
 from search_spaces.spec import KEYS, ParamSpec
 from smpl_core.config import SMPLConfig, unknown_key_message
 
@@ -46,11 +46,12 @@ def load_space(preset_or_path: str, base: dict[str, Any]) -> dict[str, ParamSpec
 def fix(space: dict[str, ParamSpec], fixed: dict[str, Any]) -> tuple[dict[str, ParamSpec],
                                                                      list[str]]:
     """Drop the searched fields that `fixed` pins (a `--set` wins over the space) and return
-    (the rest, the dropped names in space order). A pinned clamp narrows its searched
-    partner so that clamp_min < clamp_max still holds for every sample."""
+    (the rest, the dropped names in space order). A pinned clamp must lie on its side of
+    its searched partner's whole range (the clamp rule of `constraints`)."""
     removed = [name for name in space if name in fixed]
     kept = {name: spec for name, spec in space.items() if name not in fixed}
-    return tie(kept, fixed), removed
+    check_clamp_order(kept, fixed, "--set", "the fixed")
+    return kept, removed
 
 
 # --- finding and reading files --------------------------------------------------------

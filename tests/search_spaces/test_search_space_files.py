@@ -87,8 +87,8 @@ INVALID = [
     ("mu: {type: float, low: 1, high: 7}",
      "space.yaml: `mu`: low=1.0 is not a valid value: `mu` must be an integer, but got mu=1.0."),
     ("clamp_min: {type: float, low: 1.0e-6, high: 1.5}",  # clamp_max stays at its 1.0
-     "space.yaml: `clamp_min`: high=1.5 is not a valid value: `clamp_min` must be < "
-     "clamp_max=1.0, but got clamp_min=1.5."),
+     "space.yaml: `clamp_min`: `high` must be < the config's clamp_max=1.0 (clamp ranges must "
+     "not overlap: clamp_min < clamp_max for every sample), but got high=1.5."),
     # couplings
     ("uda_warmup_steps: {type: int, low: 1, high: 5000, log: true}",
      "space.yaml: `uda_warmup_steps`: `high` must be <= steps=600 (write `high: steps` to "
@@ -96,18 +96,27 @@ INVALID = [
     ("uda_warmup_steps: {type: categorical, choices: [10, 1000]}",
      "space.yaml: `uda_warmup_steps`: `choices` must be <= steps=600 (write `high: steps` to "
      "follow the budget), but got choices=[10, 1000]."),
-    ("clamp_min: {type: float, low: 0.95, high: 0.99}\n"
+    # the clamp rule: one error for every overlap, whichever field crosses
+    ("clamp_min: {type: float, low: 1.0e-6, high: 0.95, log: true}\n"
      "clamp_max: {type: float, low: 0.9, high: 1.0}",
-     "space.yaml: `clamp_min`: `low` must be < clamp_max's lowest value 0.9, so that every "
-     "clamp_max leaves room below it, but got low=0.95."),
+     "space.yaml: `clamp_min`: `high` must be < clamp_max's lowest value 0.9 (clamp ranges "
+     "must not overlap: clamp_min < clamp_max for every sample), but got high=0.95."),
+    ("clamp_min: {type: float, low: 1.0e-6, high: 0.9, log: true}\n"  # touching is overlap
+     "clamp_max: {type: float, low: 0.9, high: 1.0}",
+     "space.yaml: `clamp_min`: `high` must be < clamp_max's lowest value 0.9 (clamp ranges "
+     "must not overlap: clamp_min < clamp_max for every sample), but got high=0.9."),
     ("clamp_min: {type: categorical, choices: [1.0e-8, 0.95]}\n"
      "clamp_max: {type: float, low: 0.9, high: 1.0}",
-     "space.yaml: `clamp_min`: `type` must be float when its range reaches clamp_max's (it is "
-     "then sampled below each clamp_max), but got type='categorical'."),
+     "space.yaml: `clamp_min`: `choices` must be < clamp_max's lowest value 0.9 (clamp ranges "
+     "must not overlap: clamp_min < clamp_max for every sample), but got "
+     "choices=[1e-08, 0.95]."),
     ("clamp_min: {type: float, low: 1.0e-8, high: 0.001}\n"
      "clamp_max: {type: float, low: 0.0, high: 1.0}",
-     "space.yaml: `clamp_max`: `low` must be > 0 (clamp_min > 0 must fit below it), but got "
-     "low=0.0."),
+     "space.yaml: `clamp_min`: `high` must be < clamp_max's lowest value 0.0 (clamp ranges "
+     "must not overlap: clamp_min < clamp_max for every sample), but got high=0.001."),
+    ("clamp_max: {type: float, low: 1.0e-9, high: 1.0}",  # clamp_min stays at its 1e-8
+     "space.yaml: `clamp_max`: `low` must be > the config's clamp_min=1e-08 (clamp ranges "
+     "must not overlap: clamp_min < clamp_max for every sample), but got low=1e-09."),
     # the file as a whole
     ("extends: smpl-basic\nlr: {type: float, low: 0.1, high: 0.3}",
      "space.yaml: `extends` must be a preset (smpl, smpl-extended), but got "

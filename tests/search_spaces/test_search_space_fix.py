@@ -1,6 +1,4 @@
-"""fix(): a `--set` of a searched field fixes it, and a fixed clamp narrows its partner."""
-
-import math
+"""fix(): a `--set` of a searched field fixes it; a fixed clamp must clear its partner's range."""
 
 import pytest
 
@@ -27,40 +25,34 @@ def test_fix_everything_leaves_an_empty_space():
     assert space == {} and removed == list(SPACE)
 
 
-def test_fixed_clamp_max_narrows_clamp_min():
-    space, removed = fix(SPACE, {"clamp_max": 1e-4})
-    assert removed == ["clamp_max"]
-    assert space["clamp_min"].low == 1e-12
-    assert space["clamp_min"].high < 1e-4
-    assert space["clamp_min"].high == math.nextafter(1e-4, 0.0)
-
-
-def test_fixed_clamp_max_above_the_range_changes_nothing():
-    space, _ = fix(SPACE, {"clamp_max": 0.95})
-    assert space["clamp_min"] == SPACE["clamp_min"]
-
-
-def test_fixed_clamp_min_narrows_clamp_max():
-    space, _ = fix(SPACE, {"clamp_min": 0.95})
-    assert 0.95 < space["clamp_max"].low < 0.9500001
-    assert space["clamp_max"].high == 1.0
+def test_fixed_clamp_clear_of_its_partner_changes_nothing():
+    for fixed in ({"clamp_max": 0.95}, {"clamp_max": 2e-3}, {"clamp_min": 0.5}):
+        space, removed = fix(SPACE, fixed)
+        assert removed == list(fixed)
+        assert space == {n: s for n, s in SPACE.items() if n not in fixed}
 
 
 @pytest.mark.parametrize(("fixed", "message"), [
-    ({"clamp_max": 1e-13}, "`clamp_min`: `low` must be < the fixed clamp_max=1e-13, but got "
-                           "low=1e-12."),
-    ({"clamp_min": 1.0}, "`clamp_max`: `high` must be > the fixed clamp_min=1.0, but got "
-                         "high=1.0."),
+    # inside the searched range: rejected, not narrowed (one rule: ranges never overlap)
+    ({"clamp_max": 1e-4}, "--set: `clamp_min`: `high` must be < the fixed clamp_max=0.0001 "
+                          "(clamp ranges must not overlap: clamp_min < clamp_max for every "
+                          "sample), but got high=0.001."),
+    ({"clamp_max": 1e-3}, "--set: `clamp_min`: `high` must be < the fixed clamp_max=0.001 "
+                          "(clamp ranges must not overlap: clamp_min < clamp_max for every "
+                          "sample), but got high=0.001."),
+    ({"clamp_min": 0.95}, "--set: `clamp_max`: `low` must be > the fixed clamp_min=0.95 "
+                          "(clamp ranges must not overlap: clamp_min < clamp_max for every "
+                          "sample), but got low=0.9."),
 ])
-def test_fixed_clamp_that_leaves_no_room(fixed, message):
+def test_fixed_clamp_inside_its_partners_range(fixed, message):
     with pytest.raises(ValueError) as info:
         fix(SPACE, fixed)
     assert str(info.value) == message
 
 
-def test_fixed_clamp_filters_categorical_partner():
+def test_fixed_clamp_against_categorical_partner():
     space = {"clamp_min": ParamSpec("categorical", choices=(1e-8, 1e-3, 0.5))}
-    narrowed, _ = fix(space, {"clamp_max": 0.1})
-    assert narrowed["clamp_min"].choices == (1e-8, 1e-3)
-    with pytest.raises(ValueError, match="must hold a value < the fixed clamp_max=1e-09"):
-        fix(space, {"clamp_max": 1e-9})
+    assert fix(space, {"clamp_max": 0.6})[0] == space
+    with pytest.raises(ValueError, match=r"`choices` must be < the fixed clamp_max=0.1 .*"
+                                         r"but got choices=\[1e-08, 0.001, 0.5\]\.$"):
+        fix(space, {"clamp_max": 0.1})
