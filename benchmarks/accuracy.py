@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py [--datasets digits,moons] [--seeds 10]
                                   [--configs default,author] [--set key=value ...] [--quick]
                                   [--out results.jsonl]
+    python benchmarks/accuracy.py --from results.jsonl [more.jsonl ...]   # tables only
 
 For each dataset (digits with 50 labels, two moons with 6) and each config (the project's
 defaults; configs/smpl-author.yaml), every seed trains five rows with the same labelled
@@ -49,7 +50,7 @@ DATASETS = {
               "steps": 400, "eval_every": 100},
 }
 CONFIGS = {"default": {}, "author": load_yaml(ROOT / "configs" / "smpl-author.yaml")}
-QUICK = {"steps": 20, "eval_every": 10, "batch_size": 8, "mu": 2, "val_size": 50}
+QUICK = {"steps": 10, "eval_every": 5, "batch_size": 8, "mu": 2, "val_size": 50}
 DIAG = ("train/feedback_abs", "train/feedback_std", "train/feedback_pos_frac",
         "train/mpl_grad_ratio")
 
@@ -113,6 +114,25 @@ def print_tables(title: str, summary: dict) -> None:
                   f"{s['train/feedback_pos_frac']:.1%} | {s['train/mpl_grad_ratio']:.2e} |")
 
 
+def from_files(paths: list[str]) -> dict:
+    """The tables of runs saved with --out (one or several files, e.g. parallel parts)."""
+    groups: dict[str, dict[str, dict[int, dict]]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            rows = groups.setdefault(f"{r['dataset']}/{r['config']}", {})
+            rows.setdefault(r["row"], {})[r["seed"]] = r
+    results = {}
+    for key, rows in groups.items():
+        seeds = sorted(set.intersection(*(set(v) for v in rows.values())))  # paired only
+        runs = {name: [rows[name][s] for s in seeds] for name in ROWS if name in rows}
+        results[key] = {"seeds": len(seeds), "rows": summarise(runs)}
+        print_tables(f"{key}, {len(seeds)} paired seeds (test accuracy, %)",
+                     results[key]["rows"])
+    print(json.dumps(results))
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", default="digits,moons")
@@ -120,10 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--set", action="append", metavar="KEY=VALUE")
-    ap.add_argument("--quick", action="store_true", help="CI-sized: 2 seeds, 20 steps")
+    ap.add_argument("--quick", action="store_true", help="CI-sized: 2 seeds, 10 steps")
     ap.add_argument("--out", help="append every run as one JSON line to this file")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--from", dest="from_files", nargs="+", metavar="JSONL",
+                    help="print the tables of runs saved with --out, train nothing")
     args = ap.parse_args(argv)
+    if args.from_files:
+        return from_files(args.from_files)
     torch.set_num_threads(args.threads)
     seeds = 2 if args.quick else args.seeds
     extra = {**(QUICK if args.quick else {}), "device": "cpu", **parse_set(args.set)}
