@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.tune_smpl import views
 from tests.tune_smpl.conftest import small_sets
 from tune_smpl.cli import main
 
@@ -18,7 +19,7 @@ def _tune(tmp_path: Path, name: str, *extra: str) -> int:
 
 
 def _progress(trial_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    return json.loads((trial_dir / "trial.json").read_text())["reports"]
 
 
 def _trial_dirs(sweep: Path) -> list[Path]:
@@ -31,6 +32,10 @@ def test_sweep_prunes_and_reports_the_best(ray_local, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     sweep = tmp_path / "runs" / "e2e"
+    assert main(["export", "e2e", "--storage-path", str(tmp_path / "runs")]) == 0
+    rec = views.check_finished(sweep, f"sqlite:///{tmp_path}/mlflow.db", trials=8, summary=out,
+                               export=capsys.readouterr().out)
+    assert {t["outcome"] for t in rec.values()} == {"completed", "early_stopped"}
     trials = {d.name: _progress(d) for d in _trial_dirs(sweep)}
     assert len(trials) == 8
     lengths = [len(rows) for rows in trials.values()]
