@@ -42,13 +42,20 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return resp.status, resp.read()
 
 
+def _sigint_default() -> None:
+    # A shell's background job inherits SIGINT ignored (so would this child); a terminal's
+    # Ctrl-C reaches a foreground command with the default action, as here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_dashboard_serves_the_study_and_stops_on_sigint(tmp_path):
     _record(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tune_smpl", "dashboard", "dash", "--storage-path",
          str(tmp_path), "--port", str(port)], cwd=REPO, env=cli_env("dash"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_sigint_default)
     try:
         status, deadline = None, time.time() + 90
         while time.time() < deadline and proc.poll() is None:
