@@ -53,12 +53,18 @@ def sampler_settings(kind: str, seed: int, n_startup: int) -> dict:
     return out
 
 
+# The finished trials each model counts towards its start-up (Optuna 4-5): TPE counts
+# pruned trials (ASHA's early stops), GP fits on COMPLETE trials only, so under ASHA a GP
+# sweep stays random for longer and ignores every stopped trial.
+_COUNTED = {"tpe": (TrialState.COMPLETE, TrialState.PRUNED), "gp": (TrialState.COMPLETE,)}
+
+
 def proposer(study: optuna.Study, kind: str, n_startup: int) -> str:
     """Who proposes the next asked trial: `random` while fewer than `n_startup` trials have
-    finished (as Optuna's TPE and GP samplers count them), else the model."""
+    finished (as the sampler itself counts them), else the model."""
     if kind == "random":
         return "random"
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    done = study.get_trials(deepcopy=False, states=_COUNTED[kind])
     return kind if len(done) >= n_startup else "random"
 
 
