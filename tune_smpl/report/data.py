@@ -30,6 +30,7 @@ DIAGNOSTICS = {"train/feedback_abs": "|h| (mean over the window)",
                "train/mpl_grad_ratio": "||grad L_mpl|| / ||grad L_uda||"}
 EVALUATOR = "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"
 TOP_DIAGNOSED = 3  # the best trials whose diagnostics are drawn
+FEW_TRIALS = 10  # below this many measured trials, fANOVA's forest fits little
 
 
 @dataclass
@@ -141,5 +142,7 @@ def importance(view: SweepView) -> tuple[dict[str, float] | None, str]:
     except (RuntimeError, ValueError) as e:  # e.g. params that differ between trials
         return None, f"Optuna could not compute it: {e}"
     out = {k: float(got.get(k, 0.0)) for k in view.knobs}
+    caution = (" With this few trials, read it as a hint." if len(view.values) < FEW_TRIALS
+               else "")
     return dict(sorted(out.items(), key=lambda kv: -kv[1])), (
-        f"{EVALUATOR} over the {len(view.values)} trials with a measurement.")
+        f"{EVALUATOR} over the {len(view.values)} trials with a measurement.{caution}")
