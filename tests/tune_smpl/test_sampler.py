@@ -217,19 +217,13 @@ def test_default_sweep_tpe_proposes_half(default_sweep):
 
 
 @pytest.mark.slow
-def test_sweep_prints_sampler_and_proposals(ray_local, tmp_path, capsys):
-    _, _, out = sweep(tmp_path, "rnd0", "--sampler", "random", "--num-samples", "4",
-                      capsys=capsys)
-    assert "sampler: random (seed 0)" in out
-    assert "proposals: 4 random start-up\n" in out
-
-
-@pytest.mark.slow
-def test_random_sweep_has_no_model_marks(ray_local, tmp_path):
-    trials, study, _ = sweep(tmp_path, "rnd1", "--sampler", "random", "--num-samples", "4",
-                             "--seed", "1")
+def test_random_sweep_has_no_model_marks(ray_local, tmp_path, capsys):
+    trials, study, out = sweep(tmp_path, "rnd1", "--sampler", "random", "--num-samples", "4",
+                               "--seed", "1", capsys=capsys)
     assert {t.proposed_by for t in trials} == {"random"}
     assert {t.user_attrs["proposed_by"] for t in study.trials} == {"random"}
+    assert "sampler: random (seed 1)" in out
+    assert "proposals: 4 random start-up\n" in out
 
 
 @pytest.mark.slow
