@@ -193,8 +193,8 @@ def table(rows: list[dict]) -> str:
     n = min(len(r["val_by_trial"]) for r in rows)
     ks = checkpoints(n)
     head = (["val_size", "arm", "sweeps"] + [f"best@{k}" for k in ks]
-            + ["CPU-s", "best@CPU-s", "steps", "best@steps", "stopped", "TPE-proposed",
-               "test acc (retrained)"])
+            + ["2nd-half mean", "CPU-s", "best@CPU-s", "steps", "best@steps", "stopped",
+               "TPE-proposed", "test acc (retrained)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for vs in sorted({r["val_size"] for r in rows}):
         group = [r for r in rows if r["val_size"] == vs]
@@ -215,13 +215,19 @@ def table(rows: list[dict]) -> str:
                         for r in rs]
             at_steps = [value_at(r, step_budget, "steps_by_end") for r in rs
                         if "steps_by_end" in r]
-            cells += [f"{spend[arm]:.0f}", f"{_median([value_at(r, budget) for r in rs]):.4f}",
+            # the quality of the proposals themselves: at the default budget TPE proposes
+            # the second half of a sweep (the first is its random start-up)
+            late = [statistics.fmean(v or 0.0 for v in r["val_by_trial"][n // 2:n]) for r in rs]
+            cells += [f"{_median(late):.4f}", f"{spend[arm]:.0f}",
+                      f"{_median([value_at(r, budget) for r in rs]):.4f}",
                       f"{steps[arm]:.0f}", f"{_median(at_steps):.4f}", f"{_median(stopped):g}",
                       f"{_median(by_model):g}",
                       _mean_sd([r.get("test_accuracy") for r in rs])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nbest@k: median over sweep seeds of the best val_accuracy "
-                               "after k trials; best@CPU-s (best@steps): at the smallest arm's "
+                               "after k trials; 2nd-half mean: median over seeds of the mean "
+                               "val_accuracy of the second half of the trials (TPE's "
+                               "proposals); best@CPU-s (best@steps): at the smallest arm's "
                                "median trial CPU-seconds (steps trained) of its val_size; stopped:"
                                " trials ASHA stopped early; test acc: mean +- sd over sweeps "
                                "of the exported best retrained over seeds.")
@@ -245,10 +251,12 @@ def tpe_vs_random(rows: list[dict]) -> list[str]:
     out = []
     for vs in sorted({r["val_size"] for r in rows}):
         for tpe, rnd in (("tpe", "random"), ("tpe+asha", "random+asha")):
-            a = {r["seed"]: best_so_far(r["val_by_trial"]) for r in rows
-                 if r["val_size"] == vs and r["arm"] == tpe}
-            b = {r["seed"]: best_so_far(r["val_by_trial"]) for r in rows
-                 if r["val_size"] == vs and r["arm"] == rnd}
+            ra = {r["seed"]: r["val_by_trial"] for r in rows
+                  if r["val_size"] == vs and r["arm"] == tpe}
+            rb = {r["seed"]: r["val_by_trial"] for r in rows
+                  if r["val_size"] == vs and r["arm"] == rnd}
+            a = {s: best_so_far(v) for s, v in ra.items()}
+            b = {s: best_so_far(v) for s, v in rb.items()}
             seeds = sorted(set(a) & set(b))
             if not seeds:
                 continue
@@ -259,8 +267,12 @@ def tpe_vs_random(rows: list[dict]) -> list[str]:
             wins = sum(a[s][n - 1] > b[s][n - 1] for s in seeds)
             ties = sum(a[s][n - 1] == b[s][n - 1] for s in seeds)
             when = f"from trial {first} on" if first else f"not within {n} trials"
+            late = [statistics.fmean(v or 0.0 for v in ra[s][n // 2:n]) - statistics.fmean(
+                v or 0.0 for v in rb[s][n // 2:n]) for s in seeds]
             out.append(f"val_size {vs}: {tpe} median best ahead of {rnd} {when}; after {n} "
-                       f"trials ahead in {wins}/{len(seeds)} paired seeds ({ties} tied)")
+                       f"trials ahead in {wins}/{len(seeds)} paired seeds ({ties} tied); "
+                       f"second-half trials' mean val_accuracy {tpe} minus {rnd}: "
+                       f"{' '.join(f'{d:+.3f}' for d in late)} (per seed)")
     return out
 
 
@@ -301,7 +313,23 @@ def figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def paired(rows: list[dict]) -> list[dict]:
+    """The sweeps of the seeds that ran every arm of their val_size (a study stopped by its
+    budget leaves a seed part-run: its arms would not be compared on the same data)."""
+    arms = {vs: {r["arm"] for r in rows if r["val_size"] == vs} for vs in
+            {r["val_size"] for r in rows}}
+    done = {(r["val_size"], r["seed"]) for r in rows
+            if {q["arm"] for q in rows if (q["val_size"], q["seed"]) == (r["val_size"], r["seed"])}
+            == arms[r["val_size"]]}
+    return [r for r in rows if (r["val_size"], r["seed"]) in done]
+
+
 def report(rows: list[dict], out: Path | None) -> None:
+    kept = paired(rows)
+    if len(kept) < len(rows):
+        print(f"left out {len(rows) - len(kept)} sweep(s) of seeds that did not run every "
+              f"arm: {', '.join(r['name'] for r in rows if r not in kept)}\n")
+    rows = kept
     print(table(rows))
     print()
     for line in tpe_vs_random(rows):

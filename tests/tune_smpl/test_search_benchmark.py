@@ -38,7 +38,7 @@ def test_quick_study_prints_its_table(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "| val_size | arm | sweeps | best@2 | best@3 | CPU-s |" in out
+    assert "| val_size | arm | sweeps | best@2 | best@3 | 2nd-half mean | CPU-s |" in out
     assert "| 50 | random | 1 |" in out and "| 50 | tpe+asha | 1 |" in out
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["arm"] for r in rows] == ["random", "tpe+asha"]
