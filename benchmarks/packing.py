@@ -47,7 +47,7 @@ def measure(root: Path, trials: int, share: float, args) -> dict:
         raise SystemExit(f"sweep {name} failed with status {rc}")
     spans, images = [], 0.0
     for d in sorted((root / "runs" / name).glob("trial_*")):
-        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+        rows = json.loads((d / "trial.json").read_text())["reports"]  # the sweep's record
         spans.append((rows[0]["started_at"], rows[-1]["reported_at"]))
         run_s = rows[-1]["reported_at"] - rows[0]["started_at"]
         images += rows[-1]["images_per_s"] * run_s  # images of the last (only) window

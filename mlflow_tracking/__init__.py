@@ -1,6 +1,6 @@
 """MLflow side of tune-smpl: store defaults, the sweep recorder, the UI.
 
-Imports no Ray: the Tune callback in `tune_smpl.mlflow_callback` feeds `SweepRecorder`.
+Imports no Ray: the sweep's ledger (`tune_smpl.sweep.ledger`) feeds `SweepRecorder`.
 """
 
 from mlflow_tracking.model_log import MODEL_NAME, log_torch_model

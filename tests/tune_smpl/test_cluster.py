@@ -115,12 +115,12 @@ def test_file_uri_storage_runs_a_local_sweep(tmp_path):
         env=cli_env("f"), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     shutil.rmtree(cli_env("f")["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"results in {runs}/viafile" in done.stdout
+    assert f"record in {runs}/viafile" in done.stdout
     sweep = runs / "viafile"
-    assert len(list(sweep.glob("trial_*/result.json"))) == 2
-    # The Optuna study and the resume record sit beside the trials, as for a local path.
+    # The record, the Optuna study and the space sit beside the trials, as for a local path.
+    assert len(list(sweep.glob("trial_*/trial.json"))) == 2
     assert (sweep / "optuna.db").is_file() and (sweep / "sweep.json").is_file()
-    assert (sweep / "tuner.pkl").is_file()
+    assert (sweep / "space.yaml").is_file()
 
 
 def test_unopenable_storage_uri_exits_2_naming_it(tmp_path, capsys):
@@ -222,7 +222,28 @@ def test_sweep_runs_trials_on_both_nodes(two_nodes, tmp_path):
     tagged = {r.data.tags.get("ray_node_id") for r in trials}
     # One CPU per node and one per trial: the first two trials cannot share a node.
     assert len(tagged) == 2 and tagged <= set(node_ids), (tagged, node_ids)
-    assert len(list((runs / "two").glob("trial_*/result.json"))) == 4
+    assert len(list((runs / "two").glob("trial_*/trial.json"))) == 4
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_ray_auth_mode_is_set_only_for_the_ray_started_here(monkeypatch):
+    """Joining a cluster (`--address`) keeps the caller's RAY_AUTH_MODE (token auth needs
+    it); only a Ray this command starts itself runs with auth disabled."""
+    import ray
+
+    from tune_smpl.sweep import cluster
+
+    seen = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.append(
+        (kw.get("address"), os.environ.get("RAY_AUTH_MODE"))))
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2}}])
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    info = cluster.connect("auto")
+    assert not info.started_here and seen[-1] == ("auto", None)
+    assert "RAY_AUTH_MODE" not in os.environ
+    info = cluster.connect(None, num_cpus=2)
+    assert info.started_here and seen[-1] == (None, "disabled")
