@@ -76,9 +76,10 @@ def finished(ledger: Ledger, settings, meta: dict) -> int:
         ledger.to_mlflow("end_sweep", None, None, "FINISHED", figures(trials, meta["wall_s"]),
                        {"sweep_status": "finished"})
         report(ledger, settings)
-        print("no trial gave a measurement (every one diverged, errored or ran out of "
-              "memory); see `error` in trial_<key>/trial.json under "
-              f"{ledger.record.uri}", file=sys.stderr)
+        print("no trial gave a measurement of val_accuracy (" + ", ".join(
+            f"{n[o]} {LABELS[o]}" for o in O.OUTCOMES if n[o]) + "); a failed trial's reason "
+              f"is `error` in trial_<key>/trial.json under {ledger.record.uri}",
+              file=sys.stderr)
         return 1
     value, row = O.score(top.reports)
     model = _best_model(ledger, top, row)
