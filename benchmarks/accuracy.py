@@ -11,7 +11,8 @@ split and initialisation (both come from the seed): supervised, uda (UDA alone),
 mpl_weight=0 (first update kept, meta term dropped), smpl, and mpl (teacher + student).
 Prints, per dataset and config, the test accuracy (mean +- std over seeds), each row's
 paired difference to `uda` with a 95% confidence interval (paired t), the seconds per run,
-and the feedback statistics of the smpl and mpl runs; a final JSON line holds everything.
+the paired difference smpl minus smpl mpl_weight=0 (what the meta term adds), and the
+feedback statistics of the smpl and mpl runs; a final JSON line holds everything.
 `--quick` is a CI-sized run (2 seeds, a few steps) that checks the script, not the science.
 """
 
@@ -93,6 +94,10 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             if k in rs[0]:
                 s[k] = statistics.fmean(r[k] for r in rs)
         out[name] = s
+    if "smpl" in runs and "smpl mpl_weight=0" in runs:  # what the meta term itself adds
+        out["smpl"]["meta_term"] = paired_ci(
+            [a["test_accuracy"] - b["test_accuracy"]
+             for a, b in zip(runs["smpl"], runs["smpl mpl_weight=0"])])
     return out
 
 
@@ -105,6 +110,10 @@ def print_tables(title: str, summary: dict) -> None:
         diff = (f"{100 * d[0]:+.2f} [{100 * d[1]:+.2f}, {100 * d[2]:+.2f}]" if d else "-")
         print(f"| {name} | {100 * s['mean']:.2f} +- {100 * s['std']:.2f} | {diff} | "
               f"{s['seconds']:.1f} |")
+    if "meta_term" in summary.get("smpl", {}):
+        m, lo, hi = summary["smpl"]["meta_term"]
+        print(f"\nmeta term (smpl minus smpl mpl_weight=0, paired): {100 * m:+.2f} "
+              f"[{100 * lo:+.2f}, {100 * hi:+.2f}] points")
     rows = [(n, s) for n, s in summary.items() if "train/feedback_abs" in s]
     if rows:
         print("\n| row | mean abs(h) | abs(h) first / last report | std(h) | h > 0 | "

@@ -12,8 +12,6 @@ pycls / fvcore does. This happens on a separate copy, so training never sees it.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,8 +75,9 @@ def bn_pool(splits: Splits, cfg: SMPLConfig) -> tuple[torch.Tensor, int]:
     n_lab, n_unl = len(splits.y_lab), len(splits.y_unl)
     per_batch = cfg.batch_size if cfg.method == "supervised" else cfg.batch_size * (1 + 2 * cfg.mu)
     per_batch = min(per_batch, n_lab + n_unl)
-    # Never more batches than it takes to see the pool once: on small data, more repeats it.
-    n_batches = min(cfg.eval_bn_batches, math.ceil((n_lab + n_unl) / per_batch))
+    # Full batches only (the cumulative average weighs batches equally, so a short last
+    # batch would count as much as a full one), and never more than the pool holds once.
+    n_batches = min(cfg.eval_bn_batches, (n_lab + n_unl) // per_batch)
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(n_lab + n_unl, generator=g)[:n_batches * per_batch]
     return idx.to(splits.x_lab.device), per_batch

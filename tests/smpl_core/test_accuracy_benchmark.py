@@ -41,6 +41,7 @@ def test_quick_ablation_prints_paired_table(tmp_path, capsys):
     diffs = [a - b for a, b in zip(rows["smpl"]["runs"], rows["uda"]["runs"])]
     assert rows["smpl"]["diff_vs_uda"][0] == pytest.approx(sum(diffs) / len(diffs))
     assert "minus uda, 95% CI (paired t)" in text and "| smpl mpl_weight=0 |" in text
+    assert "meta term (smpl minus smpl mpl_weight=0, paired)" in text
     assert rows["smpl"]["train/mpl_grad_ratio"] > 0
     assert rows["smpl mpl_weight=0"]["train/mpl_grad_ratio"] == 0
     assert len(out.read_text().splitlines()) == 4 * 5 * 2  # every run saved
