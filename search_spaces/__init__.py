@@ -2,7 +2,7 @@
 
     space = load_space("smpl", base.to_dict())          # or a path to a space file
     space, fixed = fix(space, {"lr": 0.03})              # a --set field is not searched
-    OptunaSearch(space=make_define_by_run(space), ...)   # in tune_smpl.sweep
+    make_define_by_run(space)(study.ask())                # in tune_smpl.sweep's ledger
 
 Knows Optuna's trial API and SMPLConfig's fields; never imports Ray (DESIGN.md, "Layout").
 """

@@ -1,9 +1,9 @@
-"""A space as Optuna sees it (define-by-run for Ray's OptunaSearch) and as people read it.
+"""A space as Optuna sees it (a define-by-run function) and as people read it.
 
-Ray's OptunaSearch calls the define-by-run function with a wrapper around an
-`optuna.Trial` and records every `suggest_*` call as a trial config value. The function
-returns None: the base config's constant fields reach the trial through Tune's
-`param_space`, and returning them here would store constants as study params.
+The sweep's ledger calls the define-by-run function on each `study.ask()` trial; every
+`suggest_*` call becomes a searched value of the trial's config. The function returns None:
+the base config's constant fields reach the trial through Tune's `param_space`, and
+suggesting them here would store constants as study params.
 """
 
 from __future__ import annotations
