@@ -127,3 +127,20 @@ def test_parse_set():
         "lr": 0.5, "dataset": "moons", "nesterov": False, "steps": 3}
     with pytest.raises(ValueError, match="key=value"):
         parse_set(["lr"])
+
+
+def test_new_fields_accept_their_edges():
+    c = SMPLConfig(method="uda", mpl_weight=0.0, ema_decay=0.0, eval_bn="running",
+                   eval_bn_batches=1, steps=50, eval_every=100)  # eval_every > steps: one
+    assert (c.mpl_weight, c.eval_every) == (0.0, 100)
+    assert SMPLConfig(ema_decay=0.999, mpl_weight=4).mpl_weight == 4.0
+
+
+def test_author_config_file_is_megaboosts_settings():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "smpl-author.yaml"
+    c = SMPLConfig.from_dict(load_yaml(path))
+    assert (c.temperature, c.threshold, c.beta_zero, c.label_smoothing) == (1.25, 0.6, 8.0, 0.15)
+    assert (c.feedback_sign, c.feedback_baseline, c.ema_decay) == ("code", True, 0.995)
+    assert c.method == "smpl" and c.mpl_weight == 1.0
