@@ -112,12 +112,6 @@ class SweepStorage:
         if self.is_dir(*parts):
             self.fs.delete_dir(self.path(*parts))
 
-    def download(self, local: str | os.PathLike, *parts: str) -> Path:
-        """Copy a folder below the root to a local folder (for torch.load)."""
-        pafs.copy_files(self.path(*parts), str(local), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-        return Path(local)
-
     def upload_file(self, local: str | os.PathLike, *parts: str) -> None:
         target = self.path(*parts)
         self.fs.create_dir(posixpath.dirname(target), recursive=True)

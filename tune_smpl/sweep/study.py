@@ -16,7 +16,7 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState, create_trial
 
-from tune_smpl.sweep.outcome import COMPLETED, METRIC, OPTUNA_STATE, score
+from tune_smpl.sweep.outcome import METRIC, OPTUNA_STATE, score
 from tune_smpl.sweep.record import TrialRecord
 
 SAMPLERS = ("tpe", "random", "gp")
@@ -122,5 +122,5 @@ def check_numbers(study: optuna.Study, trials: list[TrialRecord]) -> None:
                            f"{got} for records {want}")
 
 
-__all__ = ["COMPLETED", "SAMPLERS", "build_study", "check_numbers", "distributions_json",
+__all__ = ["SAMPLERS", "build_study", "check_numbers", "distributions_json",
            "frozen", "make_sampler", "proposer", "sampler_settings", "startup_trials"]
