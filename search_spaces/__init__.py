@@ -4,7 +4,7 @@
     space, fixed = fix(space, {"lr": 0.03})              # a --set field is not searched
     make_define_by_run(space)(study.ask())                # in tune_smpl.sweep's ledger
 
-Knows Optuna's trial API and SMPLConfig's fields; never imports Ray (DESIGN.md, "Layout").
+Knows Optuna's trial API and SMPLConfig's fields; never imports Ray (docs/design.md, "Layout").
 """
 
 from search_spaces.define_by_run import describe, make_define_by_run, space_to_yaml

@@ -1,6 +1,6 @@
 """Rules that tie a space to the config: valid values, the step budget, the clamp pair.
 
-Every check here runs before Ray starts (DESIGN.md, "House style": validate at the edge),
+Every check here runs before Ray starts (docs/design.md, "House style": validate at the edge),
 so a bad range costs one line on stderr instead of a sweep of crashing trials.
 
 Two couplings cannot be checked one field at a time:
@@ -25,7 +25,7 @@ UNSEARCHABLE = {
     "steps": "ASHA's budget and the `high: steps` bounds derive from it",
     "eval_every": "ASHA's budget (reports per trial) derives from it",
 }
-CAPPED_BY_STEPS = ("uda_warmup_steps",)  # beta_k warms up within the run, DESIGN.md
+CAPPED_BY_STEPS = ("uda_warmup_steps",)  # beta_k warms up within the run, docs/design.md
 CLAMPS = ("clamp_min", "clamp_max")
 
 

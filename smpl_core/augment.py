@@ -5,7 +5,7 @@ device and range. Randomness comes from torch's generator of the tensor's device
 run seeded with `torch.manual_seed` is reproducible. Vector data (two moons) gets
 Gaussian jitter instead: a weak and a strong dose.
 
-Why hand-batched ops and not kornia: DESIGN.md measured kornia's RandAugment at 43.7k
+Why hand-batched ops and not kornia: docs/design.md measured kornia's RandAugment at 43.7k
 images/s on an H100 (about 10 ms of a 32 ms step) against 350k images/s for this kind
 of per-image affine + photometric + cutout set.
 """

@@ -1,7 +1,7 @@
 """SMPLConfig: every setting of one SMPL run, validated at construction.
 
 A Tune trial's config, a YAML config file and an exported best config are all
-the same flat mapping of these field names (see DESIGN.md, "Configuration").
+the same flat mapping of these field names (see docs/design.md, "Configuration").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The whole dataset is moved to the trial's device once, as uint8 images (or float32
 vectors); a batch is an index slice of a device permutation and is augmented there. No
-DataLoader workers, no PIL in the loop (DESIGN.md, "Data on the device").
+DataLoader workers, no PIL in the loop (docs/design.md, "Data on the device").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The training loop: `fit(config, report=callback, state=None)`.
 
 Every `eval_every` steps (and at the last step) it evaluates on the validation split and
-hands `report` the metric dict of DESIGN.md, the feedback diagnostics of
+hands `report` the metric dict of docs/design.md, the feedback diagnostics of
 smpl_core.metrics, and a checkpointable state (CPU copies: the model as evaluated, the
 training models and EMA, optimisers, step, sampler, RNG states, feedback baseline). Giving
 that state back to `fit` continues the same run. What is evaluated is a separate copy
@@ -35,7 +35,7 @@ STEPS = {"smpl": smpl_step, "uda": uda_step, "supervised": supervised_step}
 Report = Callable[[dict[str, Any], "dict | None"], None]
 FINITE_CHECK_EVERY = 10  # steps between host checks for a non-finite loss
 # compile=auto: torch.compile pays once its saving covers the compile time. From the
-# reference figures in DESIGN.md (H100, bf16): 47 s to compile, 33.9 -> 23.2 ms per step,
+# reference figures in docs/design.md (H100, bf16): 47 s to compile, 33.9 -> 23.2 ms per step,
 # so about 47 / 0.0107 = 4.4k steps; below that, or on the CPU, eager is faster.
 COMPILE_BREAK_EVEN_STEPS = 4400
 

@@ -1,4 +1,4 @@
-"""Losses and schedules of the SMPL step as pure functions (DESIGN.md, "The SMPL step")."""
+"""Losses and schedules of the SMPL step as pure functions (docs/design.md, "The SMPL step")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One optimiser step of each method, line by line as DESIGN.md "The SMPL step".
+"""One optimiser step of each method, line by line as docs/design.md "The SMPL step".
 
 A step reads the run's `SMPLConfig` (`cfg`) plus this step's scheduled values `lr` (lr_k,
 also the first update's step size) and `beta` (beta_k). Every function returns a dict of

@@ -1,4 +1,4 @@
-"""The presets hold exactly the ranges DESIGN.md documents ("The sweep")."""
+"""The presets hold exactly the ranges docs/design.md documents ("The sweep")."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """SMPLConfig: every bad input is a ValueError/TypeError naming the field, the rule and the
-value (DESIGN.md, "House style"); YAML round trips."""
+value (docs/design.md, "House style"); YAML round trips."""
 
 from __future__ import annotations
 

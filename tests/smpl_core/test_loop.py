@@ -1,4 +1,4 @@
-"""The loop: resume continuity, divergence, the metric dict of DESIGN.md."""
+"""The loop: resume continuity, divergence, the metric dict of docs/design.md."""
 
 from __future__ import annotations
 

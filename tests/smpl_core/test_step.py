@@ -1,6 +1,6 @@
 """The SMPL step against an independent float64 autograd computation written here.
 
-The reference (smpl_reference.py) re-derives DESIGN.md "The SMPL step" from scratch: a
+The reference (smpl_reference.py) re-derives docs/design.md "The SMPL step" from scratch: a
 hand-written forward of the MLP from its parameter list, hand-written cross-entropies, and
 torch.autograd for every gradient. Nothing from smpl_core.losses or smpl_core.step is
 used to build an expected value.
