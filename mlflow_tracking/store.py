@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 
+from smpl_core.errors import ConfigError
+
 DEFAULT_EXPERIMENT = "tune-smpl"
 # MLflow 3's UI opens an experiment in its GenAI workflow unless the experiment says it is
 # model training (the UI reads this tag; values genai_development | custom_model_development).
@@ -30,7 +32,7 @@ ARTIFACTS_DIR = "mlartifacts"
 def _local_runs_dir(runs_dir: str | os.PathLike) -> Path:
     text = os.fspath(runs_dir)
     if "://" in text:
-        raise ValueError(
+        raise ConfigError(
             f"`runs_dir` must be a local directory for the default sqlite store, but got "
             f"runs_dir={text!r}; pass --tracking-uri (e.g. http://host:5000) instead.")
     return Path(text).expanduser().resolve()
@@ -76,7 +78,7 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
     An existing experiment keeps its own artifact location; MLflow cannot move it.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"`experiment_name` must be a non-empty string, but got "
+        raise ConfigError(f"`experiment_name` must be a non-empty string, but got "
                          f"experiment_name={name!r}.")
     with _first_use_lock(tracking_uri):
         return _ensure(MlflowClient(tracking_uri), tracking_uri, name, artifact_location)
@@ -117,7 +119,7 @@ def _ensure(client: MlflowClient, tracking_uri: str, name: str,
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == LifecycleStage.DELETED:
-                raise ValueError(
+                raise ConfigError(
                     f"MLflow experiment {name!r} must be active, but it is deleted "
                     f"(id {exp.experiment_id}); restore it with `mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}` or choose another name.")
@@ -131,7 +133,7 @@ def _ensure(client: MlflowClient, tracking_uri: str, name: str,
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-    raise ValueError(f"MLflow experiment {name!r} could not be created or found in "
+    raise ConfigError(f"MLflow experiment {name!r} could not be created or found in "
                      f"{tracking_uri}.")
 
 
@@ -149,7 +151,7 @@ def check_store(tracking_uri: str, timeout_s: float = 5.0) -> None:
     elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
         allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")
         if not allowed:
-            raise ValueError(
+            raise ConfigError(
                 f"MLflow tracking store {tracking_uri} is a file store, which MLflow 3 "
                 f"refuses; use sqlite:///<dir>/mlflow.db or an http:// server.")
 
@@ -161,13 +163,13 @@ def _check_http(uri: str, timeout_s: float) -> None:
             resp.read(64)
     except urllib.error.HTTPError as e:
         if e.code >= 500:  # anything below means something is there and answering
-            raise ValueError(f"MLflow tracking store {uri} is not reachable: "
+            raise ConfigError(f"MLflow tracking store {uri} is not reachable: "
                              f"GET /health answered HTTP {e.code}.") from None
     except OSError as e:  # URLError and socket timeouts are OSErrors
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, TimeoutError):
             reason = f"no answer within {timeout_s:g} s"
-        raise ValueError(f"MLflow tracking store {uri} is not reachable: {reason}") from None
+        raise ConfigError(f"MLflow tracking store {uri} is not reachable: {reason}") from None
 
 
 def _check_sqlite(uri: str) -> None:
@@ -177,9 +179,9 @@ def _check_sqlite(uri: str) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"MLflow tracking store {uri} is not writable: cannot create "
+        raise ConfigError(f"MLflow tracking store {uri} is not writable: cannot create "
                          f"{db.parent} ({e.strerror or e}).") from None
     target = db if db.exists() else db.parent
     if not os.access(target, os.W_OK):
-        raise ValueError(f"MLflow tracking store {uri} is not writable: {target} "
+        raise ConfigError(f"MLflow tracking store {uri} is not writable: {target} "
                          f"denies writes.")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from mlflow_tracking.store import ARTIFACTS_DIR, DEFAULT_EXPERIMENT, check_store, sqlite_path
+from smpl_core.errors import ConfigError
 
 # MLflow 3's UI starts in its GenAI workflow (traces, evaluations) unless the URL says
 # otherwise; with this query it opens in "Model training" mode on the runs.
@@ -55,13 +56,13 @@ def experiment_id_of(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str |
 def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """argv for `python -m mlflow ui` on `tracking_uri` (a local store, not a server)."""
     if tracking_uri.startswith(("http://", "https://")):
-        raise ValueError(f"`tracking_uri` must be a local store (sqlite:///...) to start a UI "
+        raise ConfigError(f"`tracking_uri` must be a local store (sqlite:///...) to start a UI "
                          f"on, but got tracking_uri={tracking_uri!r}, which is already a "
                          f"server: open it in a browser.")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"`port` must be an integer in 1..65535, but got port={port!r}.")
+        raise ConfigError(f"`port` must be an integer in 1..65535, but got port={port!r}.")
     if not isinstance(host, str) or not host:
-        raise ValueError(f"`host` must be a non-empty string, but got host={host!r}.")
+        raise ConfigError(f"`host` must be a non-empty string, but got host={host!r}.")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri]
     db = sqlite_path(tracking_uri)
     if db is not None:

@@ -18,6 +18,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from smpl_core.errors import ConfigError
+
 MAX_PARAM_VALUE = 6000
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
@@ -108,7 +110,7 @@ def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, Any]) -> None
 def quoted(value: str, what: str) -> str:
     """`value` as a search-filter string literal; quotes cannot be escaped there."""
     if not isinstance(value, str) or not value or "'" in value or "\n" in value:
-        raise ValueError(f"`{what}` must be a non-empty string without ' or newlines, "
+        raise ConfigError(f"`{what}` must be a non-empty string without ' or newlines, "
                          f"but got {what}={value!r}.")
     return f"'{value}'"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from search_spaces.spec import ParamSpec
 from smpl_core.config import SMPLConfig
+from smpl_core.errors import ConfigError
 
 # Fields whose value shapes the sweep itself: ASHA's `max_t` is steps / eval_every, and
 # the `steps` bounds of a space resolve against the base config's steps.
@@ -48,7 +49,7 @@ def _check_steps_cap(space: dict[str, ParamSpec], steps: int, src: str) -> None:
         if spec.highest > steps:
             key, value = ("choices", list(spec.choices)) if spec.type == "categorical" else (
                 "high", spec.high)
-            raise ValueError(f"{src}: `{name}`: `{key}` must be <= steps={steps} (write "
+            raise ConfigError(f"{src}: `{name}`: `{key}` must be <= steps={steps} (write "
                              f"`high: steps` to follow the budget), but got {key}={value!r}.")
 
 
@@ -68,7 +69,7 @@ def _check_config_values(space: dict[str, ParamSpec], base: dict[str, Any], src:
             try:
                 SMPLConfig.from_dict(cfg)
             except (ValueError, TypeError) as e:
-                raise ValueError(f"{src}: `{name}`: {label}={value!r} is not a valid value: "
+                raise ConfigError(f"{src}: `{name}`: {label}={value!r} is not a valid value: "
                                  f"{e}") from None
 
 
@@ -99,5 +100,5 @@ def check_clamp_order(space: dict[str, ParamSpec], values: dict[str, Any], src: 
     where = (f"clamp_max's lowest value {bottom!r}" if name == "clamp_min" and
              "clamp_max" in space else f"{given} {other[0]}={other[1]!r}")
     side = "<" if name == "clamp_min" else ">"
-    raise ValueError(f"{src}: `{name}`: `{key}` must be {side} {where} (clamp ranges must not "
+    raise ConfigError(f"{src}: `{name}`: `{key}` must be {side} {where} (clamp ranges must not "
                      f"overlap: clamp_min < clamp_max for every sample), but got {key}={got!r}.")

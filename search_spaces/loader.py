@@ -22,6 +22,7 @@ import yaml
 from search_spaces.constraints import UNSEARCHABLE, check_clamp_order, check_space
 from search_spaces.spec import KEYS, ParamSpec
 from smpl_core.config import SMPLConfig, unknown_key_message
+from smpl_core.errors import ConfigError
 
 PRESET_DIR = Path(__file__).with_name("presets")
 STEPS = "steps"  # a bound written `steps` is the base config's step budget
@@ -65,11 +66,11 @@ def _locate(arg: str) -> tuple[Path, str]:
     listed = ", ".join(names)
     if path.suffix in (".yaml", ".yml") or "/" in arg or path.exists():
         why = "a directory" if path.exists() else "no such file"
-        raise ValueError(f"`--space` must be a preset ({listed}) or an existing YAML file, "
+        raise ConfigError(f"`--space` must be a preset ({listed}) or an existing YAML file, "
                          f"but got --space={arg!r} ({why}).")
     close = difflib.get_close_matches(arg, names, n=1, cutoff=0.5)
     hint = f"; did you mean `{close[0]}`?" if close else "."
-    raise ValueError(f"`--space` must be a preset ({listed}) or a YAML file, but got "
+    raise ConfigError(f"`--space` must be a preset ({listed}) or a YAML file, but got "
                      f"--space={arg!r}{hint}")
 
 
@@ -99,13 +100,13 @@ def _read_yaml(path: Path, src: str) -> dict[Any, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f"{src}:{mark.line + 1}" if mark is not None else src
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"malformed YAML in {where}: {problem}") from None
+        raise ConfigError(f"malformed YAML in {where}: {problem}") from None
     except OSError as e:
-        raise ValueError(f"`--space` must be a readable file, but got --space={src!r} "
+        raise ConfigError(f"`--space` must be a readable file, but got --space={src!r} "
                          f"({e.strerror}).") from None
     if not isinstance(data, dict) or not data:
         got = "nothing" if data is None else f"a {type(data).__name__}"
-        raise ValueError(f"{src} must hold a non-empty mapping of config fields to search "
+        raise ConfigError(f"{src} must hold a non-empty mapping of config fields to search "
                          f"specs, but holds {got}.")
     return data
 
@@ -116,10 +117,10 @@ def _read_space(path: Path, src: str, steps: int, seen: tuple[str, ...]) -> dict
     parent = data.pop("extends", None)
     if parent is not None:
         if parent not in presets():
-            raise ValueError(f"{src}: `extends` must be a preset ({', '.join(presets())}), "
+            raise ConfigError(f"{src}: `extends` must be a preset ({', '.join(presets())}), "
                              f"but got extends={parent!r}.")
         if parent in seen:  # a preset extending itself, directly or not
-            raise ValueError(f"{src}: `extends` must not loop back to {parent}, but got "
+            raise ConfigError(f"{src}: `extends` must not loop back to {parent}, but got "
                              f"extends={parent!r} (chain: {' -> '.join(seen)}).")
         space.update(_read_space(PRESET_DIR / f"{parent}.yaml", f"presets/{parent}.yaml",
                                  steps, seen + (parent,)))
@@ -131,17 +132,17 @@ def _read_space(path: Path, src: str, steps: int, seen: tuple[str, ...]) -> dict
 def _parse_param(src: str, name: Any, raw: Any, steps: int) -> ParamSpec:
     fields = SMPLConfig.field_names()
     if name not in fields:
-        raise ValueError(f"{src}: {unknown_key_message(str(name), fields, 'config')}")
+        raise ConfigError(f"{src}: {unknown_key_message(str(name), fields, 'config')}")
     if name in UNSEARCHABLE:
-        raise ValueError(f"{src}: `{name}` cannot be searched ({UNSEARCHABLE[name]}); set it "
+        raise ConfigError(f"{src}: `{name}` cannot be searched ({UNSEARCHABLE[name]}); set it "
                          f"with --set {name}=...")
     if not isinstance(raw, dict):
-        raise ValueError(f"{src}: `{name}` must be a mapping of {', '.join(KEYS)}, but got "
+        raise ConfigError(f"{src}: `{name}` must be a mapping of {', '.join(KEYS)}, but got "
                          f"{name}={raw!r}.")
     for key in raw:
         if key not in KEYS:
             message = unknown_key_message(str(key), list(KEYS), "param")
-            raise ValueError(f"{src}: `{name}`: {message}")
+            raise ConfigError(f"{src}: `{name}`: {message}")
     kw = dict(raw)
     symbolic = [k for k in ("low", "high") if kw.get(k) == STEPS]
     for k in symbolic:
@@ -153,4 +154,4 @@ def _parse_param(src: str, name: Any, raw: Any, steps: int) -> ParamSpec:
         message = str(e).removesuffix(".")
         if symbolic:  # say where a number the user never wrote came from
             message += f" (`{symbolic[0]}: steps` is the config's steps={steps})"
-        raise ValueError(f"{src}: `{name}`: {message}.") from None
+        raise ConfigError(f"{src}: `{name}`: {message}.") from None

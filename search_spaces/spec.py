@@ -12,12 +12,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from smpl_core.errors import ConfigError
+
 TYPES = ("float", "int", "categorical")
 KEYS = ("type", "low", "high", "log", "choices")  # the keys of one param's YAML mapping
 
 
 def _fail(key: str, rule: str, value: Any) -> None:
-    raise ValueError(f"`{key}` must be {rule}, but got {key}={value!r}.")
+    raise ConfigError(f"`{key}` must be {rule}, but got {key}={value!r}.")
 
 
 def _is_int(v: Any) -> bool:
@@ -80,7 +82,7 @@ class ParamSpec:
         for key in ("low", "high"):
             v = getattr(self, key)
             if v is None:
-                raise ValueError(f"`{key}` must be given for type {self.type}, "
+                raise ConfigError(f"`{key}` must be given for type {self.type}, "
                                  f"but got no `{key}`.")
             if self.type == "int" and not _is_int(v):
                 _fail(key, "an integer for type int", v)

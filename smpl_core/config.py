@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from smpl_core.errors import ConfigError, ConfigTypeError
+
 METHODS = ("smpl", "uda", "supervised", "mpl")
 DATASETS = ("moons", "digits", "cifar10", "folder", "parquet")
 MODELS = ("auto", "mlp", "cnn", "wrn28_2")
@@ -91,7 +93,7 @@ class SMPLConfig:
         names = cls.field_names()
         for key in d:
             if key not in names:
-                raise ValueError(unknown_key_message(str(key), names, "config"))
+                raise ConfigError(unknown_key_message(str(key), names, "config"))
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,12 +129,12 @@ def _coerce(name: str, type_name: Any, value: Any) -> Any:
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     label = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    raise TypeError(f"`{name}` must be {label[kind]}, but got {name}={value!r}.")
+    raise ConfigTypeError(f"`{name}` must be {label[kind]}, but got {name}={value!r}.")
 
 
 def _check(ok: bool, name: str, rule: str, value: Any) -> None:
     if not ok:
-        raise ValueError(f"`{name}` must be {rule}, but got {name}={value!r}.")
+        raise ConfigError(f"`{name}` must be {rule}, but got {name}={value!r}.")
 
 
 def _validate(c: SMPLConfig) -> None:
@@ -186,18 +188,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a flat YAML mapping; malformed YAML is a ValueError naming file and line."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"`--config` must be an existing file, but got --config={str(path)!r}.")
+        raise ConfigError(f"`--config` must be an existing file, but got --config={str(path)!r}.")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"malformed YAML in {where}: {problem}") from None
+        raise ConfigError(f"malformed YAML in {where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{p} must hold a mapping of config keys, "
+        raise ConfigError(f"{p} must hold a mapping of config keys, "
                          f"but holds a {type(data).__name__}.")
     return data
 
@@ -208,7 +210,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"`--set` must be key=value, but got --set {item!r}.")
+            raise ConfigError(f"`--set` must be key=value, but got --set {item!r}.")
         try:
             out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:

@@ -15,6 +15,7 @@ import torch
 
 from smpl_core import augment
 from smpl_core.datasets import RawData, load_raw
+from smpl_core.errors import ConfigError
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,12 +60,12 @@ def split_indices(y: np.ndarray, num_classes: int, num_labeled: int, val_size: i
     spread evenly over classes (the first classes take the remainder)."""
     n = len(y)
     if num_labeled < num_classes:
-        raise ValueError(f"`num_labeled` must be at least the number of classes ({num_classes}), "
+        raise ConfigError(f"`num_labeled` must be at least the number of classes ({num_classes}), "
                          f"but got num_labeled={num_labeled}.")
     if num_labeled + val_size >= n:
         what = "num_labeled" if num_labeled >= n else "val_size"
         value = num_labeled if what == "num_labeled" else val_size
-        raise ValueError(f"`{what}` must leave unlabelled data (num_labeled + val_size < {n} "
+        raise ConfigError(f"`{what}` must leave unlabelled data (num_labeled + val_size < {n} "
                          f"training examples), but got {what}={value}.")
     rng = np.random.default_rng(seed)
     by_class = [rng.permutation(np.flatnonzero(y == c)) for c in range(num_classes)]
@@ -73,7 +74,7 @@ def split_indices(y: np.ndarray, num_classes: int, num_labeled: int, val_size: i
         n_lab = num_labeled // num_classes + (c < num_labeled % num_classes)
         n_val = val_size // num_classes + (c < val_size % num_classes)
         if n_lab + n_val > len(idx):
-            raise ValueError(f"`num_labeled` must fit class {c}'s {len(idx)} examples together "
+            raise ConfigError(f"`num_labeled` must fit class {c}'s {len(idx)} examples together "
                              f"with val_size={val_size}, but got num_labeled={num_labeled}.")
         lab.append(idx[:n_lab])
         val.append(idx[n_lab:n_lab + n_val])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from smpl_core.errors import ConfigError
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_DIR = "cifar-10-batches-py"
 
@@ -75,7 +77,8 @@ def cifar10(data_dir: str, download: bool = True) -> RawData:
     train_names = [f"data_batch_{i}" for i in range(1, 6)]
     if not (folder / "test_batch").is_file():
         if not download:
-            raise ValueError(f"`data_dir` must hold {CIFAR10_DIR}/, but got data_dir={data_dir!r}.")
+            raise ConfigError(f"`data_dir` must hold {CIFAR10_DIR}/, but got "
+                              f"data_dir={data_dir!r}.")
         root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root / ".cifar10.lock")):
             if not (folder / "test_batch").is_file():
@@ -92,7 +95,7 @@ def _download_cifar10(root: Path, data_dir: str) -> None:
         download_url(CIFAR10_URL, str(root), filename="cifar-10-python.tar.gz",
                      md5="c58f30108f718f92721af3b95e74349a")
     except Exception as e:  # no network, proxy, disk full: say how to get the data
-        raise ValueError(
+        raise ConfigError(
             f"`data_dir` must hold {CIFAR10_DIR}/ or CIFAR-10 must be downloadable, but the "
             f"download into data_dir={data_dir!r} failed ({type(e).__name__}: {e}); fetch "
             f"{CIFAR10_URL} by hand and unpack it there.") from None
@@ -118,13 +121,13 @@ def folder(data_dir: str, image_size: int) -> RawData:
 
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise ValueError(f"`data_dir` must be an existing folder for dataset=folder, "
+        raise ConfigError(f"`data_dir` must be an existing folder for dataset=folder, "
                          f"but got data_dir={data_dir!r}.")
     train_root = root / "train" if (root / "train").is_dir() else root
     try:
         train = ImageFolder(str(train_root))
     except (FileNotFoundError, RuntimeError) as e:
-        raise ValueError(f"`data_dir` must hold one folder of images per class, but got "
+        raise ConfigError(f"`data_dir` must hold one folder of images per class, but got "
                          f"data_dir={data_dir!r} ({e}).") from None
     x = _decode([p for p, _ in train.samples], image_size)
     y = np.asarray(train.targets, dtype=np.int64)
@@ -149,10 +152,10 @@ def parquet(data_dir: str, image_column: str, label_column: str, image_size: int
             pafs.LocalFileSystem(), str(Path(data_dir).expanduser().resolve()))
         info = fs.get_file_info(path)
     except Exception as e:
-        raise ValueError(f"`data_dir` must be a path or URI pyarrow can open, but got "
+        raise ConfigError(f"`data_dir` must be a path or URI pyarrow can open, but got "
                          f"data_dir={data_dir!r} ({e}).") from None
     if info.type == pafs.FileType.NotFound:
-        raise ValueError(f"`data_dir` must be an existing parquet file or folder, but got "
+        raise ConfigError(f"`data_dir` must be an existing parquet file or folder, but got "
                          f"data_dir={data_dir!r}.")
     if info.type == pafs.FileType.Directory:
         files = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True))
@@ -162,14 +165,14 @@ def parquet(data_dir: str, image_column: str, label_column: str, image_size: int
     test_files = [f for f in files if "test" in Path(f).name]
     train_files = [f for f in files if f not in test_files]
     if not train_files:
-        raise ValueError(f"`data_dir` must hold training .parquet files, "
+        raise ConfigError(f"`data_dir` must hold training .parquet files, "
                          f"but got data_dir={data_dir!r}.")
 
     def read(paths):
         table = ds.dataset(paths, filesystem=fs, format="parquet").to_table()
         for field, col in (("image_column", image_column), ("label_column", label_column)):
             if col not in table.column_names:
-                raise ValueError(f"`{field}` must name a column of the parquet data "
+                raise ConfigError(f"`{field}` must name a column of the parquet data "
                                  f"({', '.join(table.column_names)}), but got {field}={col!r}.")
         images = table.column(image_column).to_pylist()
         images = [b["bytes"] if isinstance(b, dict) else b for b in images]

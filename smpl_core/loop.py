@@ -26,6 +26,7 @@ from torch import nn
 from smpl_core import losses
 from smpl_core.config import SMPLConfig
 from smpl_core.data import Sampler, Splits, load_splits
+from smpl_core.errors import ConfigError
 from smpl_core.evaluation import EMA, bn_pool, evaluate, precise_bn
 from smpl_core.metrics import Window
 from smpl_core.models import build_model, resolve_model_name
@@ -52,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"`device` must name an available device, but got device={name!r} "
+        raise ConfigError(f"`device` must name an available device, but got device={name!r} "
                          "and CUDA is not available.")
     return torch.device(name)
 

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from smpl_core.errors import ConfigError
+
 
 class MLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (64, 64)):
@@ -100,7 +102,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn
     if name == "mlp":
         return MLP(math.prod(input_shape), num_classes)
     if len(input_shape) != 3:
-        raise ValueError(f"`model` must be mlp for vector data, but got model={name!r}.")
+        raise ConfigError(f"`model` must be mlp for vector data, but got model={name!r}.")
     if name == "cnn":
         return SmallCNN(input_shape[0], num_classes)
     return WideResNet(input_shape[0], num_classes)

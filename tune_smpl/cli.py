@@ -1,7 +1,8 @@
 """The `tune-smpl` command: train | tune | export | report | ui | dashboard.
 
-Bad input anywhere (config, space, flags, data paths) ends the command with one line on
-stderr naming the field, the rule and the value, and exit status 2, before work is lost.
+Bad input anywhere (config, space, flags, data paths) raises `ConfigError`, which ends the
+command with one line on stderr naming the field, the rule and the value, and exit status 2,
+before work is lost. Any other exception is a programming error: its traceback, exit 1.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from smpl_core.errors import ConfigError
 from tune_smpl.commands import dashboard, export, report, train, tune, ui
 
 SUBCOMMANDS = [train, tune, export, report, ui, dashboard]
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError) as e:
+    except ConfigError as e:
         print(f"tune-smpl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

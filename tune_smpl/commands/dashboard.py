@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from smpl_core.errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("dashboard", help="serve optuna-dashboard on a sweep's study")
@@ -40,13 +42,13 @@ def study_storage(record, scratch: str) -> tuple[str, str]:
 
 def check_port(host: str, port: int) -> None:
     if isinstance(port, bool) or not 0 < port < 65536:
-        raise ValueError(f"`--port` must be in 1..65535, but got --port={port}.")
+        raise ConfigError(f"`--port` must be in 1..65535, but got --port={port}.")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
-        raise ValueError(f"`--port` must be free on --host {host}, but got --port={port} "
+        raise ConfigError(f"`--port` must be free on --host {host}, but got --port={port} "
                          f"({e.strerror or e}).") from None
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from smpl_core.config import SMPLConfig
+from smpl_core.errors import ConfigError
 from tune_smpl.sweep import outcome as O
 
 
@@ -66,7 +67,7 @@ def _write(path: str, text: str) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     except OSError as e:
-        raise ValueError(f"`--output` must be a writable path, but got --output={path!r} "
+        raise ConfigError(f"`--output` must be a writable path, but got --output={path!r} "
                          f"({e.strerror or e}).") from None
 
 
@@ -75,17 +76,17 @@ def run(args: argparse.Namespace) -> int:
     from tune_smpl.sweep.record import open_sweep
 
     if args.top < 1:
-        raise ValueError(f"`--top` must be >= 1, but got --top={args.top}.")
+        raise ConfigError(f"`--top` must be >= 1, but got --top={args.top}.")
     record = open_sweep(storage_path(args.storage_path), args.sweep)
     trials = record.trials()
     reported = sorted({k for t in trials for r in t.reports for k, v in r.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if args.metric not in reported and trials:
-        raise ValueError(f"`--metric` must be one the trials reported "
+        raise ConfigError(f"`--metric` must be one the trials reported "
                          f"({', '.join(reported)}), but got --metric={args.metric!r}.")
     ranked = O.rank(trials, args.metric, args.mode)
     if not ranked:
-        raise ValueError(f"`sweep` must have a trial that completed, stopped early or was cut "
+        raise ConfigError(f"`sweep` must have a trial that completed, stopped early or was cut "
                          f"by the budget with a measurement, but sweep={args.sweep!r} has none.")
     meta = record.meta()
     for i, t in enumerate(ranked[:args.top], 1):

@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from smpl_core.errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write a sweep's report: importance, history, curves")
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ValueError(f"`--output` must be a folder that can be written, but got "
+        raise ConfigError(f"`--output` must be a folder that can be written, but got "
                          f"--output={str(out)!r} ({e.strerror or e}).") from None
     rep = build_report(record, out, args.storage_path)
     view = rep.view

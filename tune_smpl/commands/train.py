@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from smpl_core.config import SMPLConfig, load_yaml, parse_set
+from smpl_core.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg, _ = build_config(args.config, args.set)
     if args.seeds < 1:
-        raise ValueError(f"`--seeds` must be >= 1, but got --seeds={args.seeds}.")
+        raise ConfigError(f"`--seeds` must be >= 1, but got --seeds={args.seeds}.")
     runs = []
     for i in range(args.seeds):
         c = cfg.replace(seed=cfg.seed + i)

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from smpl_core.errors import ConfigError
 from tune_smpl.commands.train import build_config
 
 
@@ -72,13 +73,13 @@ def prepare(args: argparse.Namespace):
         fixed=sorted(removed))
     settings.validate()
     if not space:
-        raise ValueError("`--space` must leave at least one field to search, but --set fixed "
+        raise ConfigError("`--space` must leave at least one field to search, but --set fixed "
                          "every one of them.")
     from tune_smpl.sweep.record import SweepRecord
     from tune_smpl.sweep.storage import SweepStorage
 
     if SweepRecord(SweepStorage(storage), name).exists():
-        raise ValueError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
+        raise ConfigError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
                          f"which already exists in {storage}.")
     return base, space, settings, None
 
@@ -96,7 +97,7 @@ def _prepare_resume(args, storage: str):
 
     if not args.name:
         found = sweeps_in(SweepStorage(storage))
-        raise ValueError("`--resume` needs `--name` of the sweep to resume; found: "
+        raise ConfigError("`--resume` needs `--name` of the sweep to resume; found: "
                          f"{', '.join(found) or 'none'}.")
     record = open_sweep(storage, args.name, what="--name")
     meta = record.meta()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from smpl_core.errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ui", help="browse the sweeps in the MLflow UI")
@@ -19,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
     if not 0 < args.port < 65536:
-        raise ValueError(f"`--port` must be in 1..65535, but got --port={args.port}.")
+        raise ConfigError(f"`--port` must be in 1..65535, but got --port={args.port}.")
     return run_ui(uri, host=args.host, port=args.port)

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from smpl_core.errors import ConfigError
+
 CONNECT_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_CONNECT_TIMEOUT_S", "30"))
 # The storage probe talks to S3/GCS/HDFS, whose clients retry for minutes by default.
 STORAGE_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_STORAGE_TIMEOUT_S", "30"))
@@ -38,7 +40,7 @@ class ClusterInfo:
 def _wait_for(address: str, timeout: float) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"`--address` must be host:port or auto, but got --address={address!r}.")
+        raise ConfigError(f"`--address` must be host:port or auto, but got --address={address!r}.")
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
@@ -47,7 +49,7 @@ def _wait_for(address: str, timeout: float) -> None:
         except OSError as e:
             last = e
             time.sleep(0.5)
-    raise ValueError(f"`--address` must be a running Ray cluster, but --address={address!r} did "
+    raise ConfigError(f"`--address` must be a running Ray cluster, but --address={address!r} did "
                      f"not answer within {timeout:.0f} s ({last}).")
 
 
@@ -75,7 +77,7 @@ def connect(address: str | None, num_cpus: int | None = None,
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError) as e:
-            raise ValueError(f"`--address` must be a running Ray cluster, but connecting to "
+            raise ConfigError(f"`--address` must be a running Ray cluster, but connecting to "
                              f"--address={address!r} failed: {str(e).splitlines()[0]}") from None
     else:
         # Only for the Ray this command starts (no cluster, no tokens): joining a cluster
@@ -100,19 +102,19 @@ def check_resources(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: fl
     if gpus_per_trial < 0 or cpus_per_trial <= 0:
         bad = ("--gpus-per-trial", gpus_per_trial) if gpus_per_trial < 0 else (
             "--cpus-per-trial", cpus_per_trial)
-        raise ValueError(f"`{bad[0]}` must be {'>= 0' if bad[0][2] == 'g' else '> 0'}, "
+        raise ConfigError(f"`{bad[0]}` must be {'>= 0' if bad[0][2] == 'g' else '> 0'}, "
                          f"but got {bad[0]}={bad[1]}.")
     if gpus_per_trial > 0 and info.gpus == 0:
-        raise ValueError(f"`--gpus-per-trial` must be 0 on a cluster without GPUs, but got "
+        raise ConfigError(f"`--gpus-per-trial` must be 0 on a cluster without GPUs, but got "
                          f"--gpus-per-trial={gpus_per_trial:g} ({info.describe()}).")
     if gpus_per_trial > info.max_node_gpus:
-        raise ValueError(f"`--gpus-per-trial` must be at most {info.max_node_gpus:g} (the most "
+        raise ConfigError(f"`--gpus-per-trial` must be at most {info.max_node_gpus:g} (the most "
                          f"GPUs on one node), but got --gpus-per-trial={gpus_per_trial:g}.")
     if cpus_per_trial > info.max_node_cpus:
-        raise ValueError(f"`--cpus-per-trial` must be at most {info.max_node_cpus:g} (the most "
+        raise ConfigError(f"`--cpus-per-trial` must be at most {info.max_node_cpus:g} (the most "
                          f"CPUs on one node), but got --cpus-per-trial={cpus_per_trial:g}.")
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
-        raise ValueError(f"`--gpus-per-trial` must be a whole number above 1, but got "
+        raise ConfigError(f"`--gpus-per-trial` must be a whole number above 1, but got "
                          f"--gpus-per-trial={gpus_per_trial:g}.")
 
 
@@ -185,7 +187,7 @@ def check_storage(info: ClusterInfo, storage: str, shared: bool) -> None:
     Ray no longer syncs trial directories to the head node, so on a cluster of several nodes
     a local path would scatter the sweep over the nodes' disks (and break resume, export)."""
     if info.nodes > 1 and "://" not in storage and not shared:
-        raise ValueError(
+        raise ConfigError(
             f"`--storage-path` must be a URI every node reaches (s3://, gs://, hdfs://) on a "
             f"cluster of {info.nodes} nodes, or a shared filesystem marked with "
             f"--shared-storage (Ray no longer syncs trial directories to the head node), but got "

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import OUTCOMES, score
 from tune_smpl.sweep.storage import SweepStorage
 
@@ -113,7 +114,7 @@ class SweepRecord:
 
         if not self.storage.create_new(json.dumps(meta, indent=1, default=str),
                                        self.name, SWEEP_FILE):
-            raise ValueError(f"`--name` must be new (or pass --resume), but got "
+            raise ConfigError(f"`--name` must be new (or pass --resume), but got "
                              f"--name={self.name!r}, which is in use "
                              f"({self.storage.uri(self.name, SWEEP_FILE)} exists).")
         self.storage.write_text(space_yaml, self.name, SPACE_FILE)
@@ -151,6 +152,6 @@ def open_sweep(storage_path: str, name: str, what: str = "sweep") -> SweepRecord
     record = SweepRecord(storage, name)
     if not record.exists():
         found = sweeps_in(storage)
-        raise ValueError(f"`{what}` must be a sweep in {storage.uri()}, but got "
+        raise ConfigError(f"`{what}` must be a sweep in {storage.uri()}, but got "
                          f"{what}={name!r}; found: {', '.join(found) or 'none'}.")
     return record

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from smpl_core.config import SMPLConfig
+from smpl_core.errors import ConfigError
 from tune_smpl.sweep.study import SAMPLERS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -43,7 +44,7 @@ class SweepSettings:
 
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
-            raise ValueError(f"`--name` must be letters, digits, '.', '_' or '-' (up to 100), "
+            raise ConfigError(f"`--name` must be letters, digits, '.', '_' or '-' (up to 100), "
                              f"but got --name={self.name!r}.")
         for flag, value, low in (("--num-samples", self.num_samples, 1),
                                  ("--grace-period", self.grace_period, 1),
@@ -51,15 +52,15 @@ class SweepSettings:
                                  ("--max-concurrent", self.max_concurrent, 0),
                                  ("--max-failures", self.max_failures, 0)):
             if value < low:
-                raise ValueError(f"`{flag}` must be >= {low}, but got {flag}={value}.")
+                raise ConfigError(f"`{flag}` must be >= {low}, but got {flag}={value}.")
         if self.memory_per_trial_gb is not None and self.memory_per_trial_gb <= 0:
-            raise ValueError(f"`--memory-per-trial` must be > 0 GB, but got "
+            raise ConfigError(f"`--memory-per-trial` must be > 0 GB, but got "
                              f"--memory-per-trial={self.memory_per_trial_gb:g}.")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ValueError(f"`--time-budget` must be > 0 seconds, but got "
+            raise ConfigError(f"`--time-budget` must be > 0 seconds, but got "
                              f"--time-budget={self.time_budget_s:g}.")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
+            raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
                              f"--sampler={self.sampler!r}.")
 
 

@@ -16,6 +16,7 @@ import optuna
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState, create_trial
 
+from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import METRIC, OPTUNA_STATE, score
 from tune_smpl.sweep.record import TrialRecord
 
@@ -36,7 +37,7 @@ def make_sampler(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSa
     if kind == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
     if kind != "tpe":
-        raise ValueError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
+        raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
                          f"--sampler={kind!r}.")
     # multivariate: the knobs interact (threshold with beta_zero, lr with warm-up);
     # constant_liar: trials in flight count as bad guesses, so parallel trials spread out.
