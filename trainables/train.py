@@ -7,6 +7,10 @@ Running out of memory ends a trial with a last report `{"oom": True, "error": ..
 of an exception: Ray's FailureConfig retries every exception, and an out-of-memory error is
 deterministic for a given config and share (a retry from the checkpoint fails the same way,
 `max_failures` times over). A process the kernel kills is still retried, `max_failures` times.
+
+The checkpoint file holds tensors and plain types only and is read back with
+`torch.load(weights_only=True)` (trainables.checkpoint): a file in a sweep's storage never
+runs code. It carries `model_info`, so `load_model` rebuilds the evaluated model from it alone.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 
 from smpl_core.config import SMPLConfig
 from smpl_core.loop import fit
+from trainables.checkpoint import MODEL_INFO, STATE_FILE, load_state, model_info, save_state
 
-STATE_FILE = "state.pt"
 # Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
 RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed trial continues
 TIME_ATTR = "evaluation"  # reports so far, counted from step 0 across restarts and resumes
@@ -44,9 +48,20 @@ def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
 
 
 def load_checkpoint_state(checkpoint) -> dict:
-    """The `smpl_core` state inside a Tune checkpoint (also used by export and MLflow)."""
+    """The `smpl_core` state inside a Tune checkpoint (also used by export and MLflow):
+    tensors and plain types only (weights_only); any other pickled object is refused."""
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return load_state(Path(d) / STATE_FILE)
+
+
+def write_checkpoint(run_state: dict, cfg: SMPLConfig, folder: str | os.PathLike,
+                     info: dict | None = None) -> dict:
+    """Write the state `fit` reported into `folder` as the trial's checkpoint, with the
+    `model_info` that rebuilds its evaluated model (`info`, else worked out now); returns
+    that `model_info`."""
+    info = info or model_info(run_state, cfg)
+    save_state({**run_state, MODEL_INFO: info}, os.path.join(folder, STATE_FILE))
+    return info
 
 
 def checkpoint_at(path_or_uri: str):
@@ -140,6 +155,7 @@ def train_smpl(config: dict[str, Any]) -> None:
         state = load_checkpoint_state(checkpoint)
 
     last_step = [int(state["step"]) if state else 0]
+    model = [state.get(MODEL_INFO) if state else None]  # the same for every report
 
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
         metrics = {**metrics, **info, "reported_at": time.time(),
@@ -148,7 +164,7 @@ def train_smpl(config: dict[str, Any]) -> None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            torch.save(run_state, os.path.join(d, STATE_FILE))
+            model[0] = write_checkpoint(run_state, cfg, d, model[0])
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         last_step[0] = int(metrics["step"])
 
