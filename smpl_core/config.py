@@ -22,6 +22,8 @@ METHODS = ("smpl", "uda", "supervised", "mpl")
 DATASETS = ("moons", "digits", "cifar10", "folder", "parquet")
 MODELS = ("auto", "mlp", "cnn", "wrn28_2")
 FEEDBACK_SIGNS = ("paper", "code")
+FEEDBACK_SCALES = ("raw", "per_lr", "normalised")
+FEEDBACK_CONTROLS = ("none", "shuffled", "constant")
 SECOND_PASSES = ("reuse", "recompute")
 AMP_MODES = ("auto", "bf16", "off")
 COMPILE_MODES = ("off", "on", "auto")
@@ -63,7 +65,17 @@ class SMPLConfig:
     label_smoothing: float = 0.0  # on the labelled CE and the first update's CE (both refs)
     grad_clip: float = 0.0  # max grad norm of the second update (0: off)
     feedback_sign: str = "paper"  # paper: h = L_old - L_new; code: h = L_new - L_old
-    feedback_baseline: bool = False  # subtract a 0.99 moving average from h
+    feedback_baseline: bool = False  # subtract a 0.99 moving average (of h; per_lr: of h/lr)
+    # How h becomes the f of L_mpl = f * CE (smpl_core/feedback.py: sign, baseline and scale,
+    # clip, control, in that order). raw: f = h (today) | per_lr: h / lr_k, no fading with
+    # the schedule | normalised: (h - b) / s, b and s running 0.99 mean and std, so that
+    # mpl_weight alone sets the size.
+    feedback_scale: str = "raw"
+    feedback_clip: float = 0.0  # bound on the scaled feedback, |f| <= clip (0: off)
+    # Controls for the study of the meta term: none | shuffled (f of a random earlier step:
+    # same distribution, no relation to this step) | constant (its running mean: an extra
+    # loss term without per-step signal).
+    feedback_control: str = "none"
     second_pass: str = "reuse"  # reuse step 1's graph | recompute at theta'
     mpl_weight: float = 1.0  # weight of L_mpl in the second update (0: first update, no meta term)
     # --- evaluation -----------------------------------------------------------------
@@ -143,6 +155,8 @@ def _validate(c: SMPLConfig) -> None:
         ("dataset", DATASETS),
         ("model", MODELS),
         ("feedback_sign", FEEDBACK_SIGNS),
+        ("feedback_scale", FEEDBACK_SCALES),
+        ("feedback_control", FEEDBACK_CONTROLS),
         ("second_pass", SECOND_PASSES),
         ("amp", AMP_MODES),
         ("compile", COMPILE_MODES),
@@ -151,7 +165,7 @@ def _validate(c: SMPLConfig) -> None:
         _check(getattr(c, name) in choices, name, "one of " + " | ".join(choices), getattr(c, name))
     for name in ("lr", "beta_zero", "temperature", "clamp_min", "clamp_max", "threshold",
                  "momentum", "weight_decay", "label_smoothing", "grad_clip", "mpl_weight",
-                 "ema_decay"):
+                 "ema_decay", "feedback_clip"):
         _check(math.isfinite(getattr(c, name)), name, "a finite number", getattr(c, name))
     _check(0.0 < c.threshold <= 1.0, "threshold", "in (0, 1]", c.threshold)
     _check(c.clamp_max <= 1.0, "clamp_max", "at most 1", c.clamp_max)
@@ -164,6 +178,8 @@ def _validate(c: SMPLConfig) -> None:
     _check(c.weight_decay >= 0.0, "weight_decay", ">= 0", c.weight_decay)
     _check(0.0 <= c.label_smoothing < 1.0, "label_smoothing", "in [0, 1)", c.label_smoothing)
     _check(c.grad_clip >= 0.0, "grad_clip", ">= 0 (0 turns clipping off)", c.grad_clip)
+    _check(c.feedback_clip >= 0.0, "feedback_clip", ">= 0 (0 turns clipping off)",
+           c.feedback_clip)
     _check(c.mpl_weight >= 0.0, "mpl_weight", ">= 0 (0 drops the meta term)", c.mpl_weight)
     _check(0.0 <= c.ema_decay < 1.0, "ema_decay", "in [0, 1) (0 turns the EMA off)", c.ema_decay)
     _check(c.eval_bn_batches >= 1, "eval_bn_batches", ">= 1", c.eval_bn_batches)

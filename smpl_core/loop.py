@@ -3,7 +3,8 @@
 Every `eval_every` steps (and at the last step) it evaluates on the validation split and
 hands `report` the metric dict of docs/design.md, the feedback diagnostics of
 smpl_core.metrics, and a checkpointable state (CPU copies: the model as evaluated, the
-training models and EMA, optimisers, step, sampler, RNG states, feedback baseline). Giving
+training models and EMA, optimisers, step, sampler, RNG states, the feedback state of
+smpl_core.feedback: baseline, running variance and mean, shuffle history). Giving
 that state back to `fit` continues the same run. What is evaluated is a separate copy
 (EMA or raw weights, precise BatchNorm statistics: smpl_core.evaluation), so evaluating
 never changes training. Metrics stay on the device between reports: one host sync per
@@ -28,6 +29,7 @@ from smpl_core.config import SMPLConfig
 from smpl_core.data import Sampler, Splits, load_splits
 from smpl_core.errors import ConfigError
 from smpl_core.evaluation import EMA, bn_pool, evaluate, precise_bn
+from smpl_core.feedback import FeedbackState
 from smpl_core.metrics import Window
 from smpl_core.models import build_model, resolve_model_name
 from smpl_core.step import mpl_step, smpl_step, supervised_step, uda_step
@@ -129,7 +131,7 @@ class _Run:
         self.sampler = Sampler(self.splits, cfg.batch_size, cfg.mu,
                                unlabeled=cfg.method != "supervised")
         self.bn_idx, self.bn_batch = bn_pool(self.splits, cfg)
-        self.baseline = torch.zeros((), device=device)
+        self.feedback = FeedbackState(device, seed=cfg.seed)
         self.step = 0
 
     @property
@@ -156,8 +158,8 @@ class _Run:
             "step": self.step, "config": self.cfg.to_dict(),
             "models": {self.eval_role: self.eval_net.state_dict()}, "train_models": train,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "sampler": self.sampler.state_dict(), "baseline": self.baseline,
-            "rng": _rng_state(self.device)})
+            "sampler": self.sampler.state_dict(), "baseline": self.feedback.baseline,
+            "feedback": self.feedback.state_dict(), "rng": _rng_state(self.device)})
 
     def load(self, st: dict) -> None:
         train = st.get("train_models", st["models"])  # states written before the EMA
@@ -169,7 +171,10 @@ class _Run:
         for k, o in self.optimizers.items():
             o.load_state_dict(st["optimizers"][k])
         self.sampler.load_state_dict(st["sampler"])
-        self.baseline = st["baseline"].to(self.device)
+        if "feedback" in st:
+            self.feedback.load_state_dict(st["feedback"])
+        else:  # states written before the scaled feedback: the baseline alone
+            self.feedback.baseline = st["baseline"].to(self.device)
         self.step = int(st["step"])
         _set_rng_state(st["rng"], self.device)
 
@@ -181,15 +186,15 @@ class _Run:
             for g in o.param_groups:
                 g["lr"] = lr
         kw = dict(lr=lr, beta=losses.beta_at(k, cfg.beta_zero, cfg.uda_warmup_steps),
-                  baseline=self.baseline, autocast=autocast, measure=measure)
+                  baseline=self.feedback, autocast=autocast, measure=measure)
         b = self.sampler.next()
         if cfg.method == "mpl":
-            out, self.baseline = mpl_step(self.models["teacher"], self.models["student"],
+            out, self.feedback = mpl_step(self.models["teacher"], self.models["student"],
                                           self.optimizers["teacher"], self.optimizers["student"],
                                           b, cfg, **kw)
         else:
             step = STEPS[cfg.method]
-            out, self.baseline = step(self.models["model"], self.optimizers["model"], b, cfg, **kw)
+            out, self.feedback = step(self.models["model"], self.optimizers["model"], b, cfg, **kw)
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.models[self.eval_role], self.step)

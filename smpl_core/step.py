@@ -3,7 +3,10 @@
 A step reads the run's `SMPLConfig` (`cfg`) plus this step's scheduled values `lr` (lr_k,
 also the first update's step size) and `beta` (beta_k). Every function returns a dict of
 detached 0-d tensors (still on the device: the loop accumulates them and syncs once per
-report) and the new feedback baseline. With `measure=True` the smpl and mpl steps also
+report) and the new feedback state. `baseline` is the run's `feedback.FeedbackState` (b, the
+running variance and mean, the shuffle history: smpl_core/feedback.py turns h into the f of
+L_mpl), or a bare baseline tensor, which the plain signal (raw scale, no clip, no control)
+keeps as it always was. With `measure=True` the smpl and mpl steps also
 return `train/mpl_grad_ratio`, at the cost of one extra backward pass of L_mpl alone; the
 update itself is computed exactly as without it (the loop measures one step per report).
 """
@@ -16,11 +19,11 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from smpl_core import losses
+from smpl_core import feedback, losses
 from smpl_core.config import SMPLConfig
 from smpl_core.data import Batch
 
-BASELINE_DECAY = 0.99  # moving average of h, when `feedback_baseline`
+BASELINE_DECAY = feedback.DECAY  # moving average of h, when `feedback_baseline`
 
 
 def _ctx(autocast):
@@ -33,12 +36,6 @@ def _apply(params, grads, optimizer: torch.optim.Optimizer, clip: float):
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
-
-
-def _centre(h: torch.Tensor, baseline: torch.Tensor, on: bool):
-    if not on:
-        return h, baseline
-    return h - baseline, BASELINE_DECAY * baseline + (1 - BASELINE_DECAY) * h
 
 
 def _norm(grads) -> torch.Tensor:
@@ -128,9 +125,9 @@ def smpl_step(model: nn.Module, optimizer: torch.optim.Optimizer, b: Batch, cfg:
         l_new = labeled_loss_at(model, theta1, b, autocast)
 
     # Step 6: h = L_old - L_new ~ lr * grad L_l(theta') . g1 (paper, MPL eq. 12), or its
-    # negative (code).
+    # negative (code); then baseline, scale, clip and control (smpl_core/feedback.py).
     h_raw = losses.feedback(l_old, l_new, cfg.feedback_sign)
-    h, baseline = _centre(h_raw, baseline, cfg.feedback_baseline)
+    h, baseline = feedback.apply(h_raw, baseline, lr, cfg)
 
     if reuse:  # Steps 7-8: the gradient at theta from step 1's graph, applied at theta'.
         l_mpl = losses.mpl_loss(z_us, h)
@@ -192,7 +189,7 @@ def mpl_step(teacher: nn.Module, student: nn.Module, t_opt: torch.optim.Optimize
     with torch.no_grad():
         l_new = labeled_loss_at(student, dict(zip(s_names, s_params)), b, autocast)
     h_raw = losses.feedback(l_old, l_new, cfg.feedback_sign)
-    h, baseline = _centre(h_raw, baseline, cfg.feedback_baseline)
+    h, baseline = feedback.apply(h_raw, baseline, lr, cfg)
 
     l_mpl = losses.mpl_loss(z_us, h)
     t_params = [p for p in teacher.parameters() if p.requires_grad]

@@ -29,7 +29,7 @@ def test_smpl_preset_is_the_documented_six(steps):
     assert list(space) == list(smpl_preset(steps))  # suggestion order too
 
 
-def test_extended_preset_adds_five():
+def test_extended_preset_adds_six():
     space = load_space("smpl-extended", SMPLConfig().to_dict())
     assert space == {
         **smpl_preset(600),
@@ -37,7 +37,8 @@ def test_extended_preset_adds_five():
         "mu": ParamSpec("categorical", choices=(1, 2, 3, 5, 7)),
         "label_smoothing": ParamSpec("float", 0.0, 0.2),
         "feedback_sign": ParamSpec("categorical", choices=("paper", "code")),
-        "mpl_weight": ParamSpec("float", 0.0, 4.0),  # 0: the no-meta-term ablation
+        "mpl_weight": ParamSpec("float", 0.01, 100.0, log=True),  # over four decades
+        "feedback_scale": ParamSpec("categorical", choices=("raw", "per_lr", "normalised")),
     }
 
 
@@ -57,11 +58,12 @@ def test_yaml_round_trip(preset, tmp_path):
 
 def test_describe_is_one_line_per_param():
     lines = describe(load_space("smpl-extended", {}))
-    assert len(lines) == 11
+    assert len(lines) == 12
     assert lines[0].split() == ["threshold", "U(0.5,", "0.99)"]
     assert lines[2].split() == ["uda_warmup_steps", "int", "logU(1,", "600)"]
     assert lines[3].split() == ["lr", "logU(0.0001,", "0.3)"]
     assert lines[7].split() == ["mu", "{1,", "2,", "3,", "5,", "7}"]
     assert lines[9].split() == ["feedback_sign", "{paper,", "code}"]
-    assert lines[10].split() == ["mpl_weight", "U(0,", "4)"]
+    assert lines[10].split() == ["mpl_weight", "logU(0.01,", "100)"]
+    assert lines[11].split() == ["feedback_scale", "{raw,", "per_lr,", "normalised}"]
     assert len({line.index(line.split()[1]) for line in lines}) == 1  # aligned

@@ -47,8 +47,9 @@ def ref_uda(z_l, y_l, z_uw, z_us, thr):
 
 
 def reference(theta, b: Batch, lr, opt_lr, thr, second_pass, sign="paper", baseline=0.0,
-              mpl_weight=1.0):
-    """(theta', h_raw, new parameters, g2) of one SMPL step, float64, from first principles."""
+              mpl_weight=1.0, signal=None):
+    """(theta', h_raw, new parameters, g2) of one SMPL step, float64, from first principles.
+    `signal`: h_raw -> the f of L_mpl (a RefFeedback at this step's lr); default h - baseline."""
     theta = [t.detach().clone().requires_grad_(True) for t in theta]
     x = torch.cat([b.x_l, b.x_uw, b.x_us])
     z_l, z_uw, z_us = forward(theta, x).split([N_L, N_U, N_U])
@@ -58,7 +59,7 @@ def reference(theta, b: Batch, lr, opt_lr, thr, second_pass, sign="paper", basel
     l_old = ce(z_l.detach(), b.y_l)
     l_new = ce(forward(theta1, b.x_l), b.y_l)
     h_raw = (l_old - l_new) if sign == "paper" else (l_new - l_old)
-    h = h_raw - baseline
+    h = h_raw - baseline if signal is None else float(signal(h_raw.detach()))
     if second_pass == "reuse":
         total = (ref_uda(z_l, b.y_l, z_uw, z_us, thr)
                  + mpl_weight * h * ce(z_us, z_us.detach().argmax(-1)))
@@ -126,3 +127,57 @@ def run_step(model, b, s, opt_lr, baseline=0.0, step=smpl_step, measure=False):
 
 def max_diff(a, b):
     return max(float((x.detach() - y.detach()).abs().max()) for x, y in zip(a, b))
+
+
+# --- the feedback signal (smpl_core/feedback.py), from the whole history ----------------------
+
+ALPHA = 0.99
+
+
+def _ema(xs, k):
+    """sum_{i<k} (1 - alpha) alpha^(k-1-i) x_i: an EMA from 0 over x_0..x_{k-1}, as a sum."""
+    return sum((1 - ALPHA) * ALPHA ** (k - 1 - i) * xs[i] for i in range(k))
+
+
+class RefFeedback:
+    """f_k of the scaled feedback, recomputed at every step from the list of all earlier h
+    (float64 Python floats, explicit weighted sums instead of the code's recursions).
+    The shuffled control's draw is the documented one: j = randint(0, min(k, history)) from
+    a generator seeded with `seed`, the slot j of a ring of `history` holding step s with
+    s % history == j."""
+
+    def __init__(self, scale="raw", control="none", baseline=False, clip=0.0, seed=0,
+                 history=100):
+        self.scale, self.control, self.baseline, self.clip = scale, control, baseline, clip
+        self.history = history
+        self.h, self.v, self.d, self.c, self.f = [], [], [], [], []
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, h, lr):
+        h, k = float(h), len(self.h)
+        self.h.append(h)
+        if self.scale in ("raw", "per_lr"):
+            v = h if self.scale == "raw" else h / lr
+            self.v.append(v)
+            u = v - _ema(self.v, k) if self.baseline else v
+        else:  # normalised: the baseline of h is always on
+            d = h - _ema(self.h, k)
+            self.d.append(d)
+            sq = [x * x for x in self.d]
+            s = math.sqrt(_ema(sq, k + 1) / (1 - ALPHA ** (k + 1)))
+            u = d / s if s > 0 else 0.0
+        c = min(max(u, -self.clip), self.clip) if self.clip > 0 else u
+        if self.control == "none":
+            f = c
+        elif k == 0:
+            f = 0.0
+        elif self.control == "constant":
+            f = _ema(self.c, k) / (1 - ALPHA ** k)
+        else:  # shuffled
+            n = min(k, self.history)
+            j = int(torch.randint(0, n, (), generator=self.gen))
+            s = max(i for i in range(k) if i % self.history == j)
+            f = self.c[s]
+        self.c.append(c)
+        self.f.append(f)
+        return f

@@ -46,6 +46,11 @@ def _raises(exc, **kw):
     ({"temperature": 0.0}, "temperature", "> 0"),
     ({"beta_zero": -1.0}, "beta_zero", ">= 0"),
     ({"device": "tpu"}, "device", "cuda"),
+    ({"feedback_scale": "bogus"}, "feedback_scale", "raw | per_lr | normalised"),
+    ({"feedback_scale": "normalized"}, "feedback_scale", "one of"),
+    ({"feedback_control": "random"}, "feedback_control", "none | shuffled | constant"),
+    ({"feedback_clip": -0.1}, "feedback_clip", ">= 0"),
+    ({"feedback_clip": float("nan")}, "feedback_clip", "finite"),
 ])
 def test_bad_values_name_field_rule_and_value(changes, field, rule):
     msg = _raises(ValueError, **changes)
@@ -134,6 +139,32 @@ def test_new_fields_accept_their_edges():
                    eval_bn_batches=1, steps=50, eval_every=100)  # eval_every > steps: one
     assert (c.mpl_weight, c.eval_every) == (0.0, 100)
     assert SMPLConfig(ema_decay=0.999, mpl_weight=4).mpl_weight == 4.0
+
+
+def test_feedback_fields_defaults_and_edges():
+    c = SMPLConfig()
+    assert (c.feedback_scale, c.feedback_clip, c.feedback_control) == ("raw", 0.0, "none")
+    c = SMPLConfig(feedback_scale="normalised", feedback_control="constant", feedback_clip=0)
+    assert c.feedback_clip == 0.0 and isinstance(c.feedback_clip, float)
+    assert SMPLConfig(feedback_scale="per_lr", feedback_clip="1e3").feedback_clip == 1000.0
+    with pytest.raises(TypeError, match="`feedback_clip` must be a number"):
+        SMPLConfig(feedback_clip="off")
+
+
+def test_cli_bad_feedback_scale_is_one_line_and_exit_2(tmp_path):
+    """`tune-smpl train --set feedback_scale=bogus`: status 2, one line naming the field."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "tune-smpl"
+    done = subprocess.run([str(exe), "train", "--set", "feedback_scale=bogus"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "`feedback_scale` must be one of raw | per_lr | normalised" in lines[0]
+    assert "feedback_scale='bogus'" in lines[0]
 
 
 def test_author_config_file_is_megaboosts_settings():
