@@ -4,6 +4,10 @@ It reads the sweep's record in its storage only (local path or URI), so it works
 the Ray cluster is gone and from any machine that can read the storage. The best trial is
 the sweep's one definition of best (`tune_smpl.sweep.outcome.best`); `--metric/--mode`
 rank the same trials by another reported figure.
+
+A damaged trial record (tune_smpl.sweep.record.DamagedRecord) does not stop it: the trial
+is left out, with a warning on stderr and a line in the file (`skipped_damaged` in JSON). A
+damaged sweep.json does: the sweep cannot be read without it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import skipped
 
 
 def add_parser(sub) -> None:
@@ -31,24 +36,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _header(t, value: float, row: dict, metric: str, record, run_id: str | None) -> str:
+def _header(t, value: float, row: dict, metric: str, record, run_id: str | None,
+            damaged: list | None = None) -> str:
     ckpt = row.get("checkpoint_dir_name")
     return "\n".join([
         f"best {metric}: {value:.6g} (step {row.get('step')})",
         f"sweep: {record.name}", f"trial_id: {t.key}", f"outcome: {t.outcome}",
         f"mlflow_run_id: {run_id or 'unknown'}",
         f"checkpoint: {record.storage.uri(record.name, t.name, ckpt) if ckpt else 'none'}",
-        "train it: tune-smpl train --config THIS_FILE --eval-test"])
+        "train it: tune-smpl train --config THIS_FILE --eval-test"]
+        + ([f"ranked without the damaged trials: {skipped(damaged)}"] if damaged else []))
 
 
-def render(t, metric: str, mode: str, record, fmt: str, run_id: str | None) -> str:
+def render(t, metric: str, mode: str, record, fmt: str, run_id: str | None,
+           damaged: list | None = None) -> str:
+    """The trial's config as a file; `damaged`: the DamagedRecords it was ranked without."""
     value, row = O.score(t.reports, metric, mode)
-    header = _header(t, value, row, metric, record, run_id)
+    header = _header(t, value, row, metric, record, run_id, damaged)
     cfg = SMPLConfig.from_dict(t.config)
     if fmt == "yaml":
         return cfg.to_yaml(header=header)
     meta = dict(line.split(": ", 1) for line in header.splitlines()[1:6])
-    return json.dumps({"_export": {"metric": metric, "value": value, **meta},
+    skipped_damaged = [{"file": d.uri, "problem": d.problem} for d in damaged or []]
+    return json.dumps({"_export": {"metric": metric, "value": value, **meta,
+                                   "skipped_damaged": skipped_damaged},
                        **cfg.to_dict()}, indent=2) + "\n"
 
 
@@ -78,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ConfigError(f"`--top` must be >= 1, but got --top={args.top}.")
     record = open_sweep(storage_path(args.storage_path), args.sweep)
-    trials = record.trials()
+    meta = record.meta()  # a damaged sweep.json stops here
+    trials, damaged = record.scan()
+    if damaged:
+        print(f"tune-smpl: warning: {skipped(damaged)}", file=sys.stderr)
     reported = sorted({k for t in trials for r in t.reports for k, v in r.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if args.metric not in reported and trials:
@@ -86,12 +100,13 @@ def run(args: argparse.Namespace) -> int:
                          f"({', '.join(reported)}), but got --metric={args.metric!r}.")
     ranked = O.rank(trials, args.metric, args.mode)
     if not ranked:
+        also = f" ({len(damaged)} damaged trial record(s) skipped)" if damaged else ""
         raise ConfigError(f"`sweep` must have a trial that completed, stopped early or was cut "
-                         f"by the budget with a measurement, but sweep={args.sweep!r} has none.")
-    meta = record.meta()
+                         f"by the budget with a measurement, but sweep={args.sweep!r} has "
+                         f"none{also}.")
     for i, t in enumerate(ranked[:args.top], 1):
         text = render(t, args.metric, args.mode, record, args.format,
-                      _run_id(args.tracking_uri, meta, args.sweep, t.key))
+                      _run_id(args.tracking_uri, meta, args.sweep, t.key), damaged)
         if not args.output:
             sys.stdout.write(text)
             continue

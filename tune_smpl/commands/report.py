@@ -3,12 +3,16 @@
 It reads `<storage-path>/<SWEEP>/` only, so it works after the Ray cluster is gone, from
 any machine that can read the storage. Default output: the sweep folder's `report/` on a
 local storage, `./<SWEEP>-report/` for a URI storage.
+
+A damaged trial record (tune_smpl.sweep.record.DamagedRecord) is left out, with a warning
+on stderr and a line in the report; a damaged sweep.json stops it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from smpl_core.errors import ConfigError
@@ -36,11 +40,12 @@ def run(args: argparse.Namespace) -> int:
 
     from tune_smpl.report import build_report
     from tune_smpl.sweep.cluster import storage_path
-    from tune_smpl.sweep.record import open_sweep
+    from tune_smpl.sweep.record import open_sweep, skipped
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     record = open_sweep(storage_path(args.storage_path), args.sweep)
+    record.meta()  # a damaged sweep.json stops here, before anything is written
     out = Path(args.output).expanduser() if args.output else default_output(record)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
                          f"--output={str(out)!r} ({e.strerror or e}).") from None
     rep = build_report(record, out, args.storage_path)
     view = rep.view
+    if view.damaged:
+        print(f"tune-smpl: warning: {skipped(view.damaged)}", file=sys.stderr)
     if view.best is None:
         print(f"sweep {args.sweep}: no trial gave a measurement ({len(view.trials)} trials); "
               f"the report lists their errors.")

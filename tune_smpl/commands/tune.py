@@ -101,6 +101,7 @@ def _prepare_resume(args, storage: str):
                          f"{', '.join(found) or 'none'}.")
     record = open_sweep(storage, args.name, what="--name")
     meta = record.meta()
+    record.trials()  # a damaged trial record refuses the resume here, before Ray starts
     settings = SweepSettings.from_dict({**meta["settings"], "storage_path": storage})
     base = SMPLConfig.from_dict(meta["base"])
     args.tracking_uri = args.tracking_uri or meta["tracking_uri"]

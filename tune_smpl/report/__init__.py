@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tune_smpl.report.data import SweepView, load_view
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import LABELS
 
 REPORT_DIR, HTML_FILE, NOTE_FILE = "report", "report.html", "description.md"
@@ -50,6 +51,8 @@ def description(view: SweepView, storage_path: str) -> str:
     n = len(view.trials)
     counts = ", ".join(f"{view.counts[o]} {LABELS[o]}" for o in O.OUTCOMES if view.counts[o])
     lines = [f"**Sweep `{view.name}`**: {n} trials ({counts or 'none finished'}).", ""]
+    if view.damaged:
+        lines += [f"Left out: {skipped(view.damaged)}.", ""]
     top = view.best
     if top is None:
         lines.append("No trial gave a measurement (every one diverged, errored or ran out "

@@ -48,6 +48,7 @@ class SweepView:
     importance: dict[str, float] | None = None
     importance_note: str = ""
     t0: float = 0.0  # when the sweep's first trial was created (epoch seconds)
+    damaged: list = field(default_factory=list)  # DamagedRecords left out (record.scan)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -109,17 +110,18 @@ def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list
 def load_view(record: SweepRecord) -> SweepView:
     from tune_smpl.sweep.summary import counts
 
-    trials = record.trials()
+    meta = record.meta()  # a damaged sweep.json stops the report
+    trials, damaged = record.scan()  # a damaged trial record is left out, and said so
     knobs, logs = searched_knobs(record, trials)
     values = {}
     for t in trials:
         v = O.score(t.reports)[0]
         if t.outcome in O.SCORED and not math.isnan(v):
             values[t.key] = v
-    view = SweepView(name=record.name, uri=record.uri, meta=record.meta(), trials=trials,
+    view = SweepView(name=record.name, uri=record.uri, meta=meta, trials=trials,
                      knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
                      values=values, ranked=O.rank(trials), counts=counts(trials),
-                     t0=min((t.created_at for t in trials), default=0.0))
+                     t0=min((t.created_at for t in trials), default=0.0), damaged=damaged)
     view.importance, view.importance_note = importance(view)
     return view
 

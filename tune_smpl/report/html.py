@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import LABELS
 
 TITLES = {
@@ -138,6 +139,9 @@ def render(view: SweepView, pngs: dict[str, str]) -> str:
             f"status {_e(meta.get('status'))}, {wall:.0f} s of wall time; sampler "
             f"{_e((meta.get('sampler') or {}).get('sampler'))}; record {_e(view.uri)}; "
             f"written {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>")
+    if view.damaged:  # left out of every figure: the page says which and why
+        head += (f"<p class='alert' id='damaged'>This report leaves out what it could not "
+                 f"read: {_e(skipped(view.damaged))}.</p>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Sweep "
             f"{_e(view.name)}</title><style>{CSS}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"

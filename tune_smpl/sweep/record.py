@@ -12,6 +12,7 @@ from it (`tune_smpl.sweep.study`); so is every MLflow run's status.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,6 +29,84 @@ KEPT_RAY_FIELDS = ("checkpoint_dir_name", "time_this_iter_s", "ray_node_id", "pi
 
 def folder_of(key: str) -> str:
     return f"trial_{key}"
+
+
+class DamagedRecord(ConfigError):
+    """A file of a sweep's record that cannot be read as a record: `uri` (the file, as
+    storage.uri gives it), `problem` (the JSON error with its line and column, or the field
+    missing or of the wrong type), `remedy` (what to do)."""
+
+    def __init__(self, uri: str, problem: str, remedy: str):
+        self.uri, self.problem, self.remedy = uri, problem, remedy
+        super().__init__(f"the sweep record file {uri} must be intact, but {problem}: "
+                         f"{remedy}")
+
+    @property
+    def short(self) -> str:
+        """`<uri> (<problem>)`: the file and what is wrong, for a list of skipped files."""
+        return f"{self.uri} ({self.problem})"
+
+
+def skipped(damaged: list[DamagedRecord]) -> str:
+    """The line that says which damaged trial records a command went on without."""
+    n = len(damaged)
+    return (f"skipped {n} damaged trial record{'s' if n != 1 else ''}: "
+            + "; ".join(d.short for d in damaged))
+
+
+# The fields each file must have, and their types (a field absent from the optional ones
+# takes its default). bool is no int here: `"number": true` is damage, not trial 1.
+_NUMBER = (int, float)
+_SWEEP_FIELDS = {"settings": dict, "base": dict, "sampler": dict, "tracking_uri": str,
+                 "status": str, "runs": int, "wall_s": _NUMBER}
+_TRIAL_FIELDS = {"key": str, "number": int, "params": dict, "distributions": dict,
+                 "config": dict}
+_TRIAL_OPTIONAL = {"proposed_by": str, "outcome": (str, type(None)), "interrupted": bool,
+                   "reports": list, "error": (str, type(None)), "restarts": int,
+                   "resumes": int, "started": bool, "created_at": _NUMBER,
+                   "ended_at": (*_NUMBER, type(None))}
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               bool: "true or false", float: "a number", type(None): "null"}
+
+
+def _is(value, types) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, types)
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    if types[:2] == _NUMBER:
+        types = (float, *types[2:])
+    return " or ".join(_TYPE_NAMES[t] for t in types)
+
+
+def _parse(text: str) -> tuple[object, str | None]:
+    """(the JSON value, None), or (None, what is wrong with the text)."""
+    if not text.strip():
+        return None, "it is empty" if not text else "it holds no JSON (only whitespace)"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        # The text ends where the JSON still goes on (a string left open runs to the end).
+        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        return None, (f"it is not valid JSON ({e})"
+                      + (f"; it ends there, after {len(text)} characters: cut short"
+                         if cut else ""))
+
+
+def _check_fields(d: dict, required: dict, optional: dict) -> str | None:
+    """What is wrong with the fields of `d`, or None."""
+    for name, types in required.items():
+        if name not in d:
+            return f"it has no field `{name}` ({_type_name(types)})"
+    for name, types in {**required, **optional}.items():
+        if name in d and not _is(d[name], types):
+            return (f"its field `{name}` must be {_type_name(types)}, but is "
+                    f"{json.dumps(d[name])[:80]}")
+    return None
 
 
 @dataclass
@@ -110,8 +189,6 @@ class SweepRecord:
         return self.storage.exists(self.name, SWEEP_FILE)
 
     def create(self, meta: dict, space_yaml: str) -> None:
-        import json
-
         if not self.storage.create_new(json.dumps(meta, indent=1, default=str),
                                        self.name, SWEEP_FILE):
             raise ConfigError(f"`--name` must be new (or pass --resume), but got "
@@ -120,7 +197,16 @@ class SweepRecord:
         self.storage.write_text(space_yaml, self.name, SPACE_FILE)
 
     def meta(self) -> dict:
-        return self.storage.read_json(self.name, SWEEP_FILE)
+        """sweep.json, checked: a DamagedRecord if it does not read as one."""
+        meta, problem = self._load(SWEEP_FILE)
+        if problem is None:
+            problem = ("it holds no JSON object" if not isinstance(meta, dict)
+                       else _check_fields(meta, _SWEEP_FIELDS, {}))
+        if problem:
+            raise DamagedRecord(self.storage.uri(self.name, SWEEP_FILE), problem,
+                                "restore it from a backup; the sweep cannot be read, "
+                                "exported, reported or resumed without it")
+        return meta
 
     def save_meta(self, meta: dict) -> None:
         self.storage.write_json(meta, self.name, SWEEP_FILE)
@@ -129,12 +215,51 @@ class SweepRecord:
         return self.storage.read_text(self.name, SPACE_FILE)
 
     def trials(self) -> list[TrialRecord]:
-        out = []
+        """Every trial record, by number; the first damaged one raises its DamagedRecord
+        (what `--resume` needs: every trial, or a refusal that names the file)."""
+        trials, damaged = self.scan()
+        if damaged:
+            raise damaged[0]
+        return trials
+
+    def scan(self) -> tuple[list[TrialRecord], list[DamagedRecord]]:
+        """(the trial records that read, by number; a DamagedRecord per one that does
+        not, by folder): what `export` and `report` go on with, and what they skipped."""
+        out, damaged = [], []
         for d in self.storage.list_dirs(self.name):
             if d.startswith("trial_") and self.storage.exists(self.name, d, TRIAL_FILE):
-                out.append(TrialRecord.from_dict(self.storage.read_json(self.name, d,
-                                                                        TRIAL_FILE)))
-        return sorted(out, key=lambda t: t.number)
+                try:
+                    out.append(self._trial(d))
+                except DamagedRecord as e:
+                    damaged.append(e)
+        return sorted(out, key=lambda t: t.number), damaged
+
+    def _load(self, *parts: str) -> tuple[object, str | None]:
+        """(the JSON value of a file of the record, None), or (None, what is wrong)."""
+        try:
+            text = self.storage.read_text(self.name, *parts)
+        except UnicodeDecodeError as e:  # other bytes (a disk that filled, a binary file)
+            return None, f"it is not UTF-8 text ({e.reason} at byte {e.start})"
+        return _parse(text)
+
+    def _trial(self, folder: str) -> TrialRecord:
+        d, problem = self._load(folder, TRIAL_FILE)
+        if problem is None:
+            problem = ("it holds no JSON object" if not isinstance(d, dict)
+                       else _check_fields(d, _TRIAL_FIELDS, _TRIAL_OPTIONAL))
+        if problem is None and folder_of(d["key"]) != folder:
+            problem = f"its `key` {d['key']!r} is not its folder's ({folder})"
+        if problem is None and not all(isinstance(r, dict) for r in d.get("reports", [])):
+            problem = "its field `reports` must be a list of objects, but one is not"
+        if problem is None and d.get("outcome") not in (None, *OUTCOMES):
+            problem = (f"its field `outcome` must be one of {', '.join(OUTCOMES)} or null, "
+                       f"but is {json.dumps(d['outcome'])[:80]}")
+        if problem:
+            raise DamagedRecord(
+                self.storage.uri(self.name, folder, TRIAL_FILE), problem,
+                "restore it from a backup (`--resume` needs every trial record); `export` "
+                "and `report` go on without this trial")
+        return TrialRecord.from_dict(d)
 
     def save_trial(self, trial: TrialRecord) -> None:
         self.storage.write_json(trial.to_dict(), self.name, trial.name, TRIAL_FILE)
