@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import io
 import json
-import logging
 import os
 import shutil
 import statistics
@@ -87,7 +86,9 @@ def trial_config(args, val_size: int, seed: int) -> dict[str, str]:
 
 
 def reports_per_trial(cfg: dict) -> int:
-    return max(1, -(-int(cfg["steps"]) // int(cfg["eval_every"])))
+    from trainables import evaluation_at
+
+    return evaluation_at(int(cfg["steps"]), int(cfg["eval_every"]))
 
 
 def cli(argv: list[str]) -> tuple[int, str]:
@@ -353,9 +354,8 @@ def main(argv=None) -> int:
     import optuna
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from tune_smpl.sweep.cluster import connect
+
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="smpl_search_"))
     out.mkdir(parents=True, exist_ok=True)
     storage = out / "sweeps"
@@ -364,9 +364,9 @@ def main(argv=None) -> int:
         results.exists()) else set()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # One Ray for every sweep: tune_smpl joins an initialised Ray instead of starting one.
-    ray.init(num_cpus=args.concurrent, num_gpus=0, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING,
-             _temp_dir=os.path.join(tempfile.gettempdir(), f"ray_search_{os.getpid()}"))
+    os.environ.setdefault("TUNE_SMPL_RAY_TMP", os.path.join(tempfile.gettempdir(),
+                                                            f"ray_search_{os.getpid()}"))
+    connect(None, num_cpus=args.concurrent, num_gpus=0)
     t0 = time.time()
     try:
         # Seeds outermost: a study cut short still has every arm for the seeds it reached.

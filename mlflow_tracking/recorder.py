@@ -131,23 +131,6 @@ class SweepRecorder:
         self.client.log_artifacts(parent, folder, REPORT_ARTIFACTS)
         self.client.set_tag(parent, NOTE_TAG, description)
 
-    def close_open(self, status: str = "KILLED", trials_only: bool = False) -> int:
-        """End every run of this sweep still RUNNING (an interrupted sweep); return how many.
-
-        `trials_only`: the child runs only, before a resume: runs left RUNNING by a driver
-        that was killed belong to trials that are over (the resumed sweep reopens those
-        it continues), and the parent stays open for the resumed sweep."""
-        if status not in SWEEP_END_STATUSES:
-            raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
-                             f"but got status={status!r}.")
-        if self.parent_run_id is not None:
-            parents = [self.parent_run_id]
-        else:  # a fresh recorder cleaning up after a crashed driver
-            self._experiment()
-            parents = [r.info.run_id for r in self._find_parents()]
-        return self._close(status, parents, children_status=status,
-                           close_parent=not trials_only)
-
     # --- trials ----------------------------------------------------------------
     def open_trial(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
                    status: str = "pending", resumes: int = 0) -> str:

@@ -20,6 +20,7 @@ from mlflow.entities import LifecycleStage
 from mlflow.exceptions import MlflowException
 
 from smpl_core.errors import ConfigError
+from smpl_core.uri import is_uri
 
 DEFAULT_EXPERIMENT = "tune-smpl"
 # MLflow 3's UI opens an experiment in its GenAI workflow unless the experiment says it is
@@ -31,7 +32,7 @@ ARTIFACTS_DIR = "mlartifacts"
 
 def _local_runs_dir(runs_dir: str | os.PathLike) -> Path:
     text = os.fspath(runs_dir)
-    if "://" in text:
+    if is_uri(text):
         raise ConfigError(
             f"`runs_dir` must be a local directory for the default sqlite store, but got "
             f"runs_dir={text!r}; pass --tracking-uri (e.g. http://host:5000) instead.")
@@ -148,7 +149,7 @@ def check_store(tracking_uri: str, timeout_s: float = 5.0) -> None:
         _check_http(tracking_uri, timeout_s)
     elif tracking_uri.startswith("sqlite:"):
         _check_sqlite(tracking_uri)
-    elif tracking_uri.startswith("file:") or "://" not in tracking_uri:
+    elif tracking_uri.startswith("file:") or not is_uri(tracking_uri):
         allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")
         if not allowed:
             raise ConfigError(

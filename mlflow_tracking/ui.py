@@ -12,7 +12,13 @@ import os
 import subprocess
 import sys
 
-from mlflow_tracking.store import ARTIFACTS_DIR, DEFAULT_EXPERIMENT, check_store, sqlite_path
+from mlflow_tracking.store import (
+    ARTIFACTS_DIR,
+    DEFAULT_EXPERIMENT,
+    check_store,
+    open_client,
+    sqlite_path,
+)
 from smpl_core.errors import ConfigError
 
 # MLflow 3's UI starts in its GenAI workflow (traces, evaluations) unless the URL says
@@ -45,8 +51,6 @@ def experiment_id_of(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str |
     if db is not None and not db.exists():
         return None
     try:
-        from mlflow_tracking.store import open_client
-
         exp = open_client(tracking_uri).get_experiment_by_name(name)
     except Exception:  # noqa: BLE001 - a link is a convenience; the UI starts regardless
         return None

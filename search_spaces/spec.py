@@ -107,9 +107,6 @@ class ParamSpec:
     def highest(self) -> Any:
         return max(self.values_to_check)
 
-    def with_high(self, high: float | int) -> ParamSpec:
-        return ParamSpec(self.type, self.low, high, self.log, self.choices)
-
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping of this spec (the inverse of the loader)."""
         if self.type == "categorical":

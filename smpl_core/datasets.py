@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from smpl_core.errors import ConfigError
+from smpl_core.uri import is_uri
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_DIR = "cifar-10-batches-py"
@@ -148,7 +149,7 @@ def parquet(data_dir: str, image_column: str, label_column: str, image_size: int
     import pyarrow.fs as pafs
 
     try:
-        fs, path = pafs.FileSystem.from_uri(data_dir) if "://" in data_dir else (
+        fs, path = pafs.FileSystem.from_uri(data_dir) if is_uri(data_dir) else (
             pafs.LocalFileSystem(), str(Path(data_dir).expanduser().resolve()))
         info = fs.get_file_info(path)
     except Exception as e:

@@ -29,6 +29,13 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+def _rooted_in(node: ast.AST, aliases: set[str]) -> bool:
+    """`node` is a name of one of the libraries, or an attribute chain rooted at one."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in aliases
+
+
 def _violations(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
     lib_aliases: set[str] = set()
@@ -55,6 +62,9 @@ def _violations(path: Path) -> list[str]:
             if (isinstance(root, ast.Name) and root.id in lib_aliases) or (
                     node.attr in KNOWN_INTERNALS):
                 out.append(f"{path}:{node.lineno}: .{node.attr}")
+        if isinstance(node, ast.Call) and _rooted_in(node.func, lib_aliases):
+            out += [f"{path}:{node.lineno}: {k.arg}=" for k in node.keywords
+                    if k.arg and _private(k.arg)]  # ray.init(_temp_dir=...)
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id in ("getattr", "setattr") and len(node.args) >= 2
                 and isinstance(node.args[1], ast.Constant)
@@ -74,6 +84,11 @@ def test_the_check_finds_what_it_looks_for(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import optuna\nfrom ray.train._internal.session import _TrainingResult\n"
                    "from mlflow.tracking._tracking_service import utils\n"
-                   "x = optuna.storages._CachedStorage\ny = study._storage\n")
-    # the private module and the private name on line 2, line 3, line 4, line 5
-    assert len(_violations(bad)) == 5
+                   "x = optuna.storages._CachedStorage\ny = study._storage\n"
+                   "import ray\nray.init(num_cpus=1, _temp_dir='/tmp/r')\n"
+                   "from ray import tune\ntune.run(f, _remote=True)\n")
+    # the private module and the private name on line 2, line 3, line 4, line 5, and the
+    # private keyword arguments on lines 7 and 9
+    found = _violations(bad)
+    assert len(found) == 7, found
+    assert any(":7: _temp_dir=" in v for v in found) and any(":9: _remote=" in v for v in found)

@@ -9,12 +9,13 @@ from trainables.train import (
     RESTORE_FIELD,
     TIME_ATTR,
     checkpoint_at,
+    evaluation_at,
     load_checkpoint_state,
     train_smpl,
     with_resources,
     write_checkpoint,
 )
 
-__all__ = ["RESTORE_FIELD", "STATE_FILE", "TIME_ATTR", "checkpoint_at",
+__all__ = ["RESTORE_FIELD", "STATE_FILE", "TIME_ATTR", "checkpoint_at", "evaluation_at",
            "load_checkpoint_state", "load_model", "load_state", "train_smpl",
            "with_resources", "write_checkpoint"]

@@ -35,6 +35,12 @@ RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed tr
 TIME_ATTR = "evaluation"  # reports so far, counted from step 0 across restarts and resumes
 
 
+def evaluation_at(step: int, eval_every: int) -> int:
+    """TIME_ATTR of a report at `step`: the loop evaluates every `eval_every` steps and at
+    its last step, so a run of `steps` steps reports evaluation_at(steps, eval_every) times."""
+    return math.ceil(step / eval_every)
+
+
 def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
     """The trainable with its per-trial share; fractional `gpus` (0.25: four per GPU).
     `memory_gb`: Ray's `memory` resource (a node runs only the trials its RAM holds), which
@@ -159,7 +165,7 @@ def train_smpl(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
         metrics = {**metrics, **info, "reported_at": time.time(),
-                   TIME_ATTR: math.ceil(metrics["step"] / cfg.eval_every)}
+                   TIME_ATTR: evaluation_at(metrics["step"], cfg.eval_every)}
         if run_state is None:  # a diverged run has nothing worth checkpointing
             tune.report(metrics)
             return
@@ -188,4 +194,4 @@ def train_smpl(config: dict[str, Any]) -> None:
         # val_accuracy 0.0 as for a diverged run: Ray wants the metric in every report.
         tune.report({"oom": True, "error": error, "diverged": False, "val_accuracy": 0.0,
                      "step": last_step[0], **info, "reported_at": time.time(),
-                     TIME_ATTR: math.ceil(last_step[0] / cfg.eval_every)})
+                     TIME_ATTR: evaluation_at(last_step[0], cfg.eval_every)})

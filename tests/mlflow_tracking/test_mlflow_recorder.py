@@ -61,26 +61,18 @@ def test_resume_without_a_previous_parent_creates_one(store_uri, experiment):
     assert [r.info.run_id for r in _runs(store_uri, experiment)] == [parent]
 
 
-def test_close_open_ends_every_running_run_as_killed(store_uri, experiment):
+def test_a_killed_sweep_ends_every_running_run_as_killed(store_uri, experiment):
     rec = SweepRecorder(store_uri, "interrupted", experiment_name=experiment)
     rec.start_sweep({}, "")
     for tid in ("t0", "t1", "t2"):
         rec.open_trial(tid, tid, {})
     rec.trial_ended("t0", "completed")
-    assert rec.close_open() == 3  # t1, t2 and the parent
+    rec.end_sweep(None, status="KILLED", tags={"sweep_status": "interrupted"})
     runs = {r.data.tags.get("trial_id", "parent"): r for r in _runs(store_uri, experiment)}
     assert {k: r.info.status for k, r in runs.items()} == {
         "parent": "KILLED", "t0": "FINISHED", "t1": "KILLED", "t2": "KILLED"}
     assert runs["t1"].data.tags["trial_status"] == "interrupted"
-    assert rec.close_open() == 0
-
-
-def test_close_open_from_a_fresh_recorder_after_a_crashed_driver(store_uri, experiment):
-    crashed = SweepRecorder(store_uri, "crashed", experiment_name=experiment)
-    crashed.start_sweep({}, "")
-    crashed.open_trial("t0", "t0", {})
-    assert SweepRecorder(store_uri, "crashed", experiment_name=experiment).close_open() == 2
-    assert all(r.info.status == "KILLED" for r in _runs(store_uri, experiment))
+    assert runs["t0"].data.tags["trial_status"] == "completed"
 
 
 def test_best_model_loads_back_with_identical_outputs(store_uri, experiment, monkeypatch):
@@ -131,7 +123,7 @@ def test_invalid_trial_config_is_still_recorded(store_uri, experiment):
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.data.params == {"clamp_min": "0.5", "clamp_max": "0.4"}
     assert "clamp_min" in run.data.tags["config_error"]
-    rec.close_open()
+    rec.end_sweep(None, status="KILLED")
 
 
 def test_misuse_fails_with_one_line_errors(store_uri, experiment):
@@ -148,7 +140,7 @@ def test_misuse_fails_with_one_line_errors(store_uri, experiment):
         rec.end_sweep(None, status="DONE")
     with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
         rec.end_sweep(None, model=object())
-    rec.close_open()
+    rec.end_sweep(None, status="KILLED")
     with pytest.raises(ValueError, match="`sweep_name` must be"):
         SweepRecorder(store_uri, "it's")
 

@@ -197,10 +197,17 @@ def _cmd(root: Path, *args: str) -> list[str]:
             "--tracking-uri", f"sqlite:///{root}/mlflow.db", *args]
 
 
+def _default_sigint() -> None:
+    """In the child before it runs: Ctrl-C's default disposition. A pytest started in the
+    background of a non-interactive shell (`nohup make test &`) ignores SIGINT, and a
+    child inherits that; the command would then never see the Ctrl-C these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(root: Path, tag: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(_cmd(root, *args), env=cli_env(tag), cwd=root, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
 
 
 def _run(root: Path, tag: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

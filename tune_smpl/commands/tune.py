@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 from smpl_core.errors import ConfigError
+from smpl_core.uri import is_uri
 from tune_smpl.commands.train import build_config
+from tune_smpl.sweep import summary
 
 
 def add_parser(sub) -> None:
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from search_spaces import describe
     from tune_smpl.sweep import cluster
     from tune_smpl.sweep.run import new_record, run_sweep
+    from tune_smpl.sweep.tracking import Tracking
 
     _quiet_libraries()
     base, space, settings, record = prepare(args)
@@ -154,13 +157,59 @@ def run(args: argparse.Namespace) -> int:
         if settings.fixed:
             print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
         print("searching:\n  " + "\n  ".join(describe(space)), flush=True)
-        return run_sweep(record, base, space, settings, _recorder(tracking, settings, space,
-                                                                 sampler))
+        mlflow = Tracking(_recorder(tracking, settings, space, sampler), settings.name)
+        result = run_sweep(record, base, space, settings, mlflow)
+        return close(result, settings, mlflow)
     finally:
         if info.started_here:
             import ray
 
             ray.shutdown()
+
+
+def close(result, settings, mlflow) -> int:
+    """The end of a command's run of a sweep, in order: the summary, MLflow's parent run,
+    the report. Exit 130 when interrupted, 1 when no trial gave a measurement, else 0."""
+    if result.status == "interrupted":
+        summary.print_interrupted(result, settings)
+        mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
+        return 130
+    summary.print_finished(result, settings, mlflow.uri)
+    top = result.best
+    mlflow.end_sweep(status="FINISHED", sweep_status="finished", figures=result.figures(),
+                     best=top and {"trial_id": top.key, "config": top.config},
+                     model=top and _best_model(result))
+    _publish(result.record, mlflow, settings)
+    return 0 if top is not None else 1
+
+
+def _best_model(result):
+    """The best trial's model, rebuilt from its checkpoint alone; None if there is none or
+    it cannot be read (the sweep's result stands without it)."""
+    from trainables import load_model
+
+    uri = result.best_checkpoint()
+    if uri is None:
+        return None
+    try:
+        return load_model(uri)
+    except Exception as e:  # noqa: BLE001 - a damaged or missing checkpoint costs the model
+        logging.getLogger(__name__).warning("best model of sweep %s not loaded from %s: %s",
+                                            result.record.name, uri, e)
+        return None
+
+
+def _publish(record, mlflow, settings) -> None:
+    """The report into the sweep's folder and onto the parent run; prints where it is."""
+    from tune_smpl.report.publish import publish
+
+    try:
+        for line in publish(record, mlflow, settings.storage_path):
+            print(line)
+    except Exception as e:  # noqa: BLE001 - the sweep's result stands without its report
+        logging.getLogger(__name__).warning(
+            "report of sweep %s not written (tune-smpl report %s writes it): %s",
+            settings.name, settings.name, e)
 
 
 def _sampler_line(s: dict) -> str:
@@ -178,8 +227,8 @@ def _given(value, recorded):
 def _tracking(args, settings) -> str:
     from mlflow_tracking import check_store, default_tracking_uri
 
-    local = "://" not in settings.storage_path
-    runs_dir = Path(settings.storage_path) if local else Path("runs").resolve()
+    runs_dir = (Path("runs").resolve() if is_uri(settings.storage_path)
+                else Path(settings.storage_path))
     uri = args.tracking_uri or default_tracking_uri(str(runs_dir))
     check_store(uri)
     return uri

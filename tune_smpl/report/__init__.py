@@ -14,10 +14,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from tune_smpl.report import html, static
 from tune_smpl.report.data import SweepView, load_view
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import skipped
-from tune_smpl.sweep.summary import LABELS
+from tune_smpl.sweep.summary import fmt
 
 REPORT_DIR, HTML_FILE, NOTE_FILE = "report", "report.html", "description.md"
 
@@ -33,8 +34,6 @@ class Report:
 
 def build_report(record, out: str | Path, storage_path: str | None = None) -> Report:
     """Write the report of `record` (a SweepRecord) into the local folder `out`."""
-    from tune_smpl.report import html, static
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     view = load_view(record)
@@ -49,7 +48,7 @@ def build_report(record, out: str | Path, storage_path: str | None = None) -> Re
 def description(view: SweepView, storage_path: str) -> str:
     """The parent run's markdown description: outcomes, best, top knobs, what to run next."""
     n = len(view.trials)
-    counts = ", ".join(f"{view.counts[o]} {LABELS[o]}" for o in O.OUTCOMES if view.counts[o])
+    counts = ", ".join(f"{view.counts[o]} {O.LABELS[o]}" for o in O.OUTCOMES if view.counts[o])
     lines = [f"**Sweep `{view.name}`**: {n} trials ({counts or 'none finished'}).", ""]
     if view.damaged:
         lines += [f"Left out: {skipped(view.damaged)}.", ""]
@@ -60,7 +59,7 @@ def description(view: SweepView, storage_path: str) -> str:
         return "\n".join(lines) + "\n"
     lines += [f"Best `{O.METRIC}` **{view.best_value:.4f}**: trial `{top.key}` "
               f"({top.outcome}).", "", "| knob | value |", "|---|---|"]
-    lines += [f"| {k} | {_short(top.params[k])} |" for k in view.knobs if k in top.params]
+    lines += [f"| {k} | {fmt(top.params[k])} |" for k in view.knobs if k in top.params]
     lines.append("")
     if view.importance:
         top3 = list(view.importance.items())[:3]
@@ -74,10 +73,6 @@ def description(view: SweepView, storage_path: str) -> str:
               "tune-smpl train --config best.yaml --eval-test", "```", "",
               "Report: artifacts `report/report.html` (interactive) and `report/*.png`."]
     return "\n".join(lines) + "\n"
-
-
-def _short(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 __all__ = ["HTML_FILE", "NOTE_FILE", "REPORT_DIR", "Report", "build_report", "description"]

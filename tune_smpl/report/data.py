@@ -108,8 +108,6 @@ def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list
 
 
 def load_view(record: SweepRecord) -> SweepView:
-    from tune_smpl.sweep.summary import counts
-
     meta = record.meta()  # a damaged sweep.json stops the report
     trials, damaged = record.scan()  # a damaged trial record is left out, and said so
     knobs, logs = searched_knobs(record, trials)
@@ -120,7 +118,7 @@ def load_view(record: SweepRecord) -> SweepView:
             values[t.key] = v
     view = SweepView(name=record.name, uri=record.uri, meta=meta, trials=trials,
                      knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
-                     values=values, ranked=O.rank(trials), counts=counts(trials),
+                     values=values, ranked=O.rank(trials), counts=O.counts(trials),
                      t0=min((t.created_at for t in trials), default=0.0), damaged=damaged)
     view.importance, view.importance_note = importance(view)
     return view

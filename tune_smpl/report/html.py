@@ -16,7 +16,7 @@ from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import skipped
-from tune_smpl.sweep.summary import LABELS
+from tune_smpl.sweep.summary import fmt
 
 TITLES = {
     "outcomes": ("Outcomes and the best config",
@@ -66,13 +66,11 @@ def _last_line(error: str | None) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _outcomes_body(view: SweepView) -> str:
     n = len(view.trials)
-    parts = [_table([(LABELS[o], view.counts[o]) for o in O.OUTCOMES], ("outcome", "trials"),
+    parts = [_table([(O.LABELS[o], view.counts[o]) for o in O.OUTCOMES], ("outcome", "trials"),
                     "outcome-table")]
     unfinished = [t.key for t in view.trials if not t.finished]
     if unfinished:
@@ -93,7 +91,7 @@ def _outcomes_body(view: SweepView) -> str:
     step = top.best_report().get("step")
     parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
                  f"({_e(top.outcome)}), at step {_e(step)}.</p>")
-    parts.append(_table([(k, _fmt(top.params[k])) for k in view.knobs if k in top.params],
+    parts.append(_table([(k, fmt(top.params[k])) for k in view.knobs if k in top.params],
                         ("searched knob", "best value"), "best-table"))
     return "".join(parts)
 

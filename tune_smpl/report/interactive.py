@@ -16,7 +16,6 @@ from plotly.subplots import make_subplots
 
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.summary import LABELS
 
 # One colour per outcome, shared with the static figures.
 COLORS = {O.COMPLETED: "#1f77b4", O.EARLY_STOPPED: "#ff7f0e", O.CUT_BY_BUDGET: "#9467bd",
@@ -33,7 +32,7 @@ def _quiet(fn, *args, **kwargs):
 
 def outcomes(view: SweepView) -> go.Figure:
     names = [o for o in O.OUTCOMES if view.counts.get(o)] or list(O.SCORED)
-    fig = go.Figure(go.Bar(x=[LABELS[o] for o in names], y=[view.counts[o] for o in names],
+    fig = go.Figure(go.Bar(x=[O.LABELS[o] for o in names], y=[view.counts[o] for o in names],
                            marker_color=[COLORS[o] for o in names]))
     return fig.update_layout(title="Trials by outcome", yaxis_title="trials")
 
@@ -98,7 +97,7 @@ def curves(view: SweepView) -> go.Figure | None:
         stopped = t.outcome not in (O.COMPLETED,)
         fig.add_trace(go.Scatter(
             x=[s for s, _ in pts], y=[v for _, v in pts], name=f"trial {t.key} "
-            f"({LABELS.get(t.outcome, t.outcome or 'unfinished')})",
+            f"({O.LABELS.get(t.outcome, t.outcome or 'unfinished')})",
             mode="lines+markers", line={"color": COLORS.get(t.outcome, "#333"),
                                         "dash": DASH.get(t.outcome, "dot")},
             marker={"symbol": ["circle"] * (len(pts) - 1) + ["x" if stopped else "circle"],

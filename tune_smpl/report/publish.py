@@ -11,6 +11,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from mlflow_tracking.ui import experiment_link, run_link, ui_base
 from tune_smpl.report import HTML_FILE, REPORT_DIR, build_report
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,10 @@ def report_folder(record, scratch: str) -> Path:
     return Path(scratch)
 
 
-def publish(ledger, storage_path: str) -> list[str]:
-    """Write the sweep's report and log it to its parent run; return the lines to print
-    (where the report is, the MLflow UI links)."""
-    record, recorder = ledger.record, ledger.recorder
+def publish(record, tracking, storage_path: str) -> list[str]:
+    """Write the report of `record` (a SweepRecord) and log it to the parent run through
+    `tracking` (a `tune_smpl.sweep.tracking.Tracking`); return the lines to print (where
+    the report is, the MLflow UI links)."""
     with tempfile.TemporaryDirectory() as scratch:
         out = report_folder(record, scratch)
         rep = build_report(record, out, storage_path)
@@ -35,19 +36,16 @@ def publish(ledger, storage_path: str) -> list[str]:
             for f in sorted(out.iterdir()):
                 record.storage.upload_file(f, record.name, REPORT_DIR, f.name)
         lines = [f"report:     {record.storage.uri(record.name, REPORT_DIR, HTML_FILE)}"]
-        if recorder is None or recorder.parent_run_id is None:
+        if not tracking.on:
             return lines
-        # Through the ledger: an MLflow error is logged, the sweep's end goes on.
-        ledger.to_mlflow("log_report", str(out), rep.description)
-    return lines + mlflow_links(recorder)
+        tracking.log_report(str(out), rep.description)  # a store error is logged there
+    return lines + mlflow_links(tracking.recorder)
 
 
 def mlflow_links(recorder) -> list[str]:
     """The UI deep links (Model training mode) to the experiment's runs and to the sweep's
     parent run; for a local store they work once `tune-smpl ui` serves it (its default
     host and port)."""
-    from mlflow_tracking.ui import experiment_link, run_link, ui_base
-
     if recorder.experiment_id is None:
         return []
     base = ui_base(recorder.tracking_uri)

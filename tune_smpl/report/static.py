@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.report.interactive import COLORS
 from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.summary import LABELS
 
 STYLE = {O.COMPLETED: "-", O.EARLY_STOPPED: "--", O.CUT_BY_BUDGET: "-."}
 
@@ -23,7 +22,7 @@ def outcomes(view: SweepView) -> Figure:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
     names = [o for o in O.OUTCOMES if view.counts.get(o)] or list(O.SCORED)
-    ax.bar([LABELS[o] for o in names], [view.counts[o] for o in names],
+    ax.bar([O.LABELS[o] for o in names], [view.counts[o] for o in names],
            color=[COLORS[o] for o in names])
     ax.set(title=f"{view.name}: trials by outcome", ylabel="trials")
     return fig
@@ -133,7 +132,7 @@ def curves(view: SweepView) -> Figure | None:
         drawn += 1
         color = COLORS.get(t.outcome, "#333333")
         ax.plot([s for s, _ in pts], [v for _, v in pts], STYLE.get(t.outcome, ":"),
-                color=color, marker="o", ms=3, label=f"{t.key} {LABELS.get(t.outcome, '')}")
+                color=color, marker="o", ms=3, label=f"{t.key} {O.LABELS.get(t.outcome, '')}")
         if t.outcome != O.COMPLETED:
             ax.plot(*pts[-1], "x", color=color, ms=10, mew=2)
     if not drawn:

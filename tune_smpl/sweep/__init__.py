@@ -5,6 +5,9 @@ record     the sweep's record (the one owner)       outcome   how a trial ended;
 study      sampler choice; the study from a record  ledger    decides outcomes, feeds views
 searcher   Ray Searcher on study.ask()              callbacks Ray callbacks, budget, progress
 tuner      the Tuner of one command's run           resume    unfinished trials' restart points
-run        one command's run, start to end         summary   what it prints and ends in MLflow
-cluster    start/join Ray; resource/storage checks
+run        one command's run -> SweepResult        summary   what the command prints at the end
+tracking   the typed seam to MLflow's recorder     cluster   start/join Ray; checks
+
+It stops at the record: no module here imports `tune_smpl.report` or `tune_smpl.commands`;
+the `tune` command closes a sweep (summary, MLflow's parent run, report) from its result.
 """

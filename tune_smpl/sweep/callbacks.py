@@ -12,6 +12,7 @@ from ray.tune import Callback, Stopper
 
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
+from tune_smpl.sweep.summary import fmt
 
 
 class LedgerCallback(Callback):
@@ -76,7 +77,7 @@ class ProgressLine(Callback):
                 ("failed", (O.DIVERGED, O.ERRORED, O.OUT_OF_MEMORY)))]
         top = O.best(self.ledger.trials.values())
         if top is not None:
-            cfg = ", ".join(f"{k}={_fmt(top.params.get(k))}" for k in self.searched)
+            cfg = ", ".join(f"{k}={fmt(top.params.get(k))}" for k in self.searched)
             parts.append(f"best {O.METRIC} {O.score(top.reports)[0]:.4f} ({cfg})")
         return " | ".join(parts)
 
@@ -107,7 +108,3 @@ def _error_text(trial) -> str:
     except OSError:
         pass
     return str(getattr(trial, "error_msg", "") or "unknown error")
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smpl_core.errors import ConfigError
+from smpl_core.uri import is_uri
+from tune_smpl.sweep.storage import open_root
 
 CONNECT_TIMEOUT_S = float(os.environ.get("TUNE_SMPL_CONNECT_TIMEOUT_S", "30"))
 # The storage probe talks to S3/GCS/HDFS, whose clients retry for minutes by default.
@@ -54,8 +56,11 @@ def _wait_for(address: str, timeout: float) -> None:
 
 
 def ray_temp_dir() -> str:
-    # Outside the repository, and short: Ray's socket paths must fit in 107 bytes.
-    return os.environ.get("TUNE_SMPL_RAY_TMP", os.path.join(tempfile.gettempdir(), "ray_smpl"))
+    """The root of a Ray this command starts (Ray adds `ray/` below it): outside the
+    repository, and short, since Ray's socket paths must fit in 107 bytes. Ours
+    (TUNE_SMPL_RAY_TMP), else Ray's own setting (RAY_TMPDIR), else <tmp>/ray_smpl."""
+    return (os.environ.get("TUNE_SMPL_RAY_TMP") or os.environ.get("RAY_TMPDIR")
+            or os.path.join(tempfile.gettempdir(), "ray_smpl"))
 
 
 def connect(address: str | None, num_cpus: int | None = None,
@@ -83,9 +88,10 @@ def connect(address: str | None, num_cpus: int | None = None,
         # Only for the Ray this command starts (no cluster, no tokens): joining a cluster
         # (`--address`) keeps the caller's RAY_AUTH_MODE, which token auth needs.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ["RAY_TMPDIR"] = ray_temp_dir()  # Ray's public knob for its temp root
+        os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                 include_dashboard=False, _temp_dir=ray_temp_dir(),
-                 logging_level=logging.WARNING, log_to_driver=False)
+                 include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
         started_here = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return ClusterInfo(
@@ -137,16 +143,14 @@ def storage_path(path: str) -> str:
     """The `--storage-path` Ray gets: an absolute local path, or a URI pyarrow.fs opened and
     wrote to. A `file://` URI becomes the local path it names, so that the sweep folder, the
     Optuna study and the resume record land in it like in any local path."""
-    if "://" not in path:
-        return str(Path(path).expanduser().resolve())
     import pyarrow.fs as pafs
 
     try:
-        fs, inner = pafs.FileSystem.from_uri(path)
+        fs, inner = open_root(path)
     except Exception as e:  # noqa: BLE001 - ArrowInvalid, OSError (no libjvm for hdfs), ...
         raise _storage_error(path, e) from None
     if isinstance(fs, pafs.LocalFileSystem):
-        return str(Path(inner).resolve())
+        return inner
     _probe(fs, inner, path)
     return path
 
@@ -176,17 +180,18 @@ def _probe(fs, inner: str, uri: str) -> None:
         raise _storage_error(uri, outcome[0])
 
 
-def _storage_error(uri: str, e: Exception) -> ValueError:
+def _storage_error(uri: str, e: Exception) -> ConfigError:
     text = (str(e).strip().splitlines() or [""])[0]
-    return ValueError(f"`--storage-path` must be a local path or a URI pyarrow.fs can open and "
-                      f"write to, but got --storage-path={uri!r} ({type(e).__name__}: {text}).")
+    return ConfigError(f"`--storage-path` must be a local path or a URI pyarrow.fs can open "
+                       f"and write to, but got --storage-path={uri!r} ({type(e).__name__}: "
+                       f"{text}).")
 
 
 def check_storage(info: ClusterInfo, storage: str, shared: bool) -> None:
     """Trials write their results and checkpoints on the node they run on, into storage_path;
     Ray no longer syncs trial directories to the head node, so on a cluster of several nodes
     a local path would scatter the sweep over the nodes' disks (and break resume, export)."""
-    if info.nodes > 1 and "://" not in storage and not shared:
+    if info.nodes > 1 and not is_uri(storage) and not shared:
         raise ConfigError(
             f"`--storage-path` must be a URI every node reaches (s3://, gs://, hdfs://) on a "
             f"cluster of {info.nodes} nodes, or a shared filesystem marked with "
@@ -198,7 +203,7 @@ def absolute_data_dir(cfg):
     """A relative `data_dir` made absolute here, on the driver: each trial runs in its own
     working directory, so `data` would otherwise mean a fresh folder (a fresh CIFAR-10
     download) per trial instead of one per node. URIs (s3://, gs://) pass unchanged."""
-    if cfg.dataset not in _READS_DATA_DIR or "://" in cfg.data_dir:
+    if cfg.dataset not in _READS_DATA_DIR or is_uri(cfg.data_dir):
         return cfg
     path = Path(cfg.data_dir).expanduser()
     return cfg if path.is_absolute() else cfg.replace(data_dir=str(path.resolve()))

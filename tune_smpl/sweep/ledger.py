@@ -5,15 +5,13 @@ it writes the sweep's record first, then derives the other views from it: the Op
 (ask/tell, intermediate values) and MLflow (one child run per trial). A trial's outcome is
 decided once, in `_end`; nothing else ends a trial.
 
-MLflow never stops a sweep: a store that hiccups is logged and retried at the next event,
-and the record (which `--resume` reads) is unaffected.
+MLflow is reached through `tracking.Tracking`, which never stops a sweep: a store that
+hiccups is logged, and the record (which `--resume` reads) is unaffected.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -22,8 +20,8 @@ from trainables import RESTORE_FIELD
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.study import distributions_json, proposer
+from tune_smpl.sweep.tracking import Tracking
 
-log = logging.getLogger(__name__)
 KEY_FIELD = "trial_key"  # in a Tune trial's config: which record the trial is
 
 
@@ -34,7 +32,8 @@ _NOT_METRICS = ("step", "pid", "evaluation", "time_this_iter_s", "started_at", "
 class Ledger:
     def __init__(self, record: SweepRecord, trials: list[TrialRecord], study: optuna.Study,
                  define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
-                 deadline: float | None, recorder=None, restore: dict | None = None):
+                 deadline: float | None, tracking: Tracking | None = None,
+                 restore: dict[str, str] | None = None):
         self.record = record
         self.trials = {t.key: t for t in trials}
         self.study = study
@@ -43,7 +42,7 @@ class Ledger:
         self.sampler, self.n_startup = sampler, n_startup
         self.steps = steps  # a trial that reached it completed
         self.deadline = deadline  # time.time() after which trials are cut by the budget
-        self.recorder = recorder  # mlflow_tracking.SweepRecorder or None
+        self.tracking = tracking or Tracking(None, record.name)
         self.restore = dict(restore or {})  # key -> checkpoint URI (a resumed trial)
         self.by_ray: dict[str, str] = {}  # Ray trial id -> key
         self.live: dict[str, optuna.Trial] = {}  # key -> the study's trial, while it runs
@@ -78,7 +77,7 @@ class Ledger:
         trial.set_user_attr("proposed_by", t.proposed_by)
         self.live[key], self.by_ray[ray_id] = trial, key
         self.record.save_trial(t)
-        self.to_mlflow("open_trial", t.key, t.name, t.config, "pending", t.resumes)
+        self.tracking.open_trial(t)
         config = {**t.params, KEY_FIELD: key}
         if key in self.restore:
             config[RESTORE_FIELD] = self.restore[key]
@@ -90,7 +89,7 @@ class Ledger:
             return
         t.started = True
         self.record.save_trial(t)
-        self.to_mlflow("tag_trial", t.key, "trial_status", "running")
+        self.tracking.tag_trial(t.key, trial_status="running")
 
     def reported(self, ray_id: str, result: dict) -> None:
         t = self._of(ray_id)
@@ -101,13 +100,13 @@ class Ledger:
         node = row.get("ray_node_id")
         if node and self.nodes.get(t.key) != node:  # where it runs, for a cluster's user
             self.nodes[t.key] = node
-            self.to_mlflow("tag_trial", t.key, "ray_node_id", node)
+            self.tracking.tag_trial(t.key, ray_node_id=node)
         trial = self.live.get(t.key)
         if trial is not None and isinstance(row.get(O.METRIC), (int, float)):
             trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))
                    and not isinstance(v, bool) and k not in _NOT_METRICS}
-        self.to_mlflow("trial_reported", t.key, metrics, int(row.get("step", 0)))
+        self.tracking.trial_reported(t.key, metrics, int(row.get("step", 0)))
 
     def restarted(self, ray_id: str, error: str) -> None:
         t = self._of(ray_id)
@@ -115,8 +114,7 @@ class Ledger:
             return
         t.restarts += 1
         self.record.save_trial(t)
-        self.to_mlflow("tag_trial", t.key, "restarts", t.restarts)
-        self.to_mlflow("tag_trial", t.key, "last_failure", error[-1000:])
+        self.tracking.tag_trial(t.key, restarts=t.restarts, last_failure=error[-1000:])
 
     def ended(self, ray_id: str, last: dict | None, errored: bool = False,
               error: str | None = None) -> None:
@@ -145,7 +143,7 @@ class Ledger:
             trial = self.live.pop(t.key, None)
             if trial is not None:  # RUNNING in the study, marked until --resume clears it
                 trial.set_user_attr("interrupted", True)
-            self.to_mlflow("trial_ended", t.key, O.INTERRUPTED, None)
+            self.tracking.trial_ended(t.key, O.INTERRUPTED)
             out.append(t)
         return out
 
@@ -161,17 +159,8 @@ class Ledger:
                 trial.set_user_attr("error", error[-1000:])
             value = O.score(t.reports)[0] if state == TrialState.COMPLETE else None
             self.study.tell(trial, value, state=state)
-        self.to_mlflow("trial_ended", t.key, outcome, error)
+        self.tracking.trial_ended(t.key, outcome, error)
 
     def _of(self, ray_id: str) -> TrialRecord | None:
         key = self.by_ray.get(ray_id)
         return self.trials.get(key) if key else None
-
-    def to_mlflow(self, method: str, *args: Any) -> None:
-        if self.recorder is None:
-            return
-        try:
-            getattr(self.recorder, method)(*args)
-        except Exception as e:  # noqa: BLE001 - any store error; the sweep goes on
-            log.warning("MLflow %s failed for sweep %s: %s", method, self.record.name, e)
-

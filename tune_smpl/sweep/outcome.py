@@ -23,10 +23,11 @@ SCORED = (COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET)
 # short-budget value, not a final one), a failed one FAIL.
 OPTUNA_STATE = {COMPLETED: "COMPLETE", EARLY_STOPPED: "PRUNED", CUT_BY_BUDGET: "PRUNED",
                 DIVERGED: "FAIL", ERRORED: "FAIL", OUT_OF_MEMORY: "FAIL"}
-# The MLflow run status of each outcome (the `trial_status` tag holds the outcome itself).
-MLFLOW_STATUS = {COMPLETED: "FINISHED", EARLY_STOPPED: "FINISHED", CUT_BY_BUDGET: "FINISHED",
-                 DIVERGED: "FAILED", ERRORED: "FAILED", OUT_OF_MEMORY: "FAILED",
-                 INTERRUPTED: "KILLED"}
+# How the summary, the progress line and the report name each outcome.
+LABELS = {COMPLETED: "completed", EARLY_STOPPED: "stopped early", CUT_BY_BUDGET: "cut by budget",
+          DIVERGED: "diverged", ERRORED: "errored", OUT_OF_MEMORY: "out of memory"}
+# The MLflow run status of each outcome is MLflow's side of it: the recorder's
+# `mlflow_tracking.recorder.TRIAL_STATUSES`.
 
 
 def decide(last: dict | None, *, steps: int, errored: bool = False,
@@ -46,6 +47,15 @@ def decide(last: dict | None, *, steps: int, errored: bool = False,
     if last.get("step", 0) >= steps:
         return COMPLETED
     return CUT_BY_BUDGET if budget_spent else EARLY_STOPPED
+
+
+def counts(trials: Iterable) -> dict[str, int]:
+    """Trials by final outcome, every outcome present (0 where none)."""
+    out = {o: 0 for o in OUTCOMES}
+    for t in trials:
+        if t.outcome in out:
+            out[t.outcome] += 1
+    return out
 
 
 def score(reports: Iterable[dict], metric: str = METRIC, mode: str = MODE) -> tuple[float, dict]:

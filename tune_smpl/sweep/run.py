@@ -1,9 +1,11 @@
 """One command's run of a sweep, new or resumed: record, study, Tuner, and how it ended.
 
-The sweep ends in one of three ways, each leaving the record, the study and MLflow agreed:
-finished (every trial has its outcome; exit 0, or 1 when no trial gave a measurement),
-interrupted (Ctrl-C: its unfinished trials are marked until `--resume`; exit 130), or
-killed (nothing runs after a SIGKILL: `--resume` starts from the record as it was).
+`run_sweep` stops at the record: it returns a `SweepResult` (the trials, the best, the
+status, the wall time), and the command closes the sweep from it (the summary, MLflow's
+parent run, the report). The sweep ends in one of three ways, each leaving the record, the
+study and the MLflow trial runs agreed: finished (every trial has its outcome), interrupted
+(Ctrl-C: its unfinished trials are marked until `--resume`), or killed (nothing runs after
+a SIGKILL: `--resume` starts from the record as it was).
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from search_spaces import make_define_by_run, space_to_yaml
 from smpl_core.config import SMPLConfig
-from tune_smpl.sweep import summary
+from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
-from tune_smpl.sweep.record import SweepRecord
+from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.resume import restart_points
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.storage import SweepStorage
@@ -31,6 +33,8 @@ from tune_smpl.sweep.study import (
     sampler_settings,
     startup_trials,
 )
+from tune_smpl.sweep.tracking import Tracking
+from tune_smpl.sweep.tuner import build_tuner
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "optuna.db"
@@ -56,10 +60,47 @@ def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
     return record
 
 
-def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: SweepSettings,
-              recorder) -> int:
-    from tune_smpl.sweep.tuner import build_tuner
+@dataclass
+class SweepResult:
+    """What one command's run of a sweep left in its record."""
 
+    record: SweepRecord
+    trials: list[TrialRecord]  # every trial of the sweep, by number
+    status: str  # finished | interrupted
+    wall_s: float  # the sweep's wall time over all the command's runs of it
+    left: list[TrialRecord]  # the unfinished (interrupted) trials; empty when finished
+
+    @property
+    def best(self) -> TrialRecord | None:
+        return O.best(self.trials)
+
+    def figures(self) -> dict[str, float]:
+        """The sweep's own numbers: the parent run's only metrics."""
+        out: dict[str, float] = {f"trials_{o}": n for o, n in O.counts(self.trials).items()}
+        out.update(trials=len(self.trials), wall_s=round(self.wall_s, 2),
+                   trial_seconds=round(sum(t.seconds for t in self.trials), 2))
+        if self.best is not None:
+            out[f"best_{O.METRIC}"] = O.score(self.best.reports)[0]
+        return out
+
+    def best_checkpoint(self) -> str | None:
+        """The URI of the checkpoint of the best trial's best report (else its newest
+        checkpoint); None without a best trial or a checkpoint."""
+        top = self.best
+        if top is None:
+            return None
+        storage, folder = self.record.storage, (self.record.name, top.name)
+        names = [top.best_report().get("checkpoint_dir_name")] + sorted(
+            (d for d in storage.list_dirs(*folder) if d.startswith("checkpoint_")),
+            reverse=True)
+        for name in names:
+            if name and storage.exists(*folder, name):
+                return storage.uri(*folder, name)
+        return None
+
+
+def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: SweepSettings,
+              tracking: Tracking) -> SweepResult:
     meta = record.meta()
     trials = record.trials()
     restore = restart_points(record, trials)
@@ -75,9 +116,8 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     deadline = time.time() + max(0.0, budget - meta["wall_s"]) if budget else None
     ledger = Ledger(record, trials, study, make_define_by_run(space), base.to_dict(),
                     sampler=settings.sampler, n_startup=n_startup, steps=base.steps,
-                    deadline=deadline, recorder=recorder)
-    ledger.restore = restore
-    summary.reconcile_mlflow(ledger)
+                    deadline=deadline, tracking=tracking, restore=restore)
+    tracking.reconcile(trials)
     meta.update(status="running", runs=meta["runs"] + 1)
     record.save_meta(meta)
     remaining = settings.num_samples - sum(t.finished for t in trials)
@@ -95,11 +135,10 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         meta["wall_s"] += time.time() - t0
         meta["status"] = "interrupted" if left else "finished"
         record.save_meta(meta)
-        if left:
-            return summary.interrupted(ledger, settings, left)
-        if not record.storage.local:
+        if not left and not record.storage.local:
             _copy_study(record, study_file(record.storage, settings.name))
-        return summary.finished(ledger, settings, meta)
+    return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
+                       meta["status"], meta["wall_s"], left)
 
 
 def _copy_study(record: SweepRecord, db: Path) -> None:

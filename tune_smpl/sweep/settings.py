@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep.study import SAMPLERS
 
@@ -63,7 +61,3 @@ class SweepSettings:
             raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
                              f"--sampler={self.sampler!r}.")
 
-
-def max_iterations(cfg: SMPLConfig) -> int:
-    """Reports per full trial: one per `eval_every` steps, and one at the last step."""
-    return max(1, math.ceil(cfg.steps / cfg.eval_every))

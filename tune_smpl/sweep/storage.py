@@ -17,24 +17,27 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
+from smpl_core.uri import is_uri
 
-def is_uri(path: str) -> bool:
-    return "://" in path
+
+def open_root(root: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, its path of `root`). A plain path or a `file://` URI is this machine's
+    filesystem and an absolute path; any other URI is what pyarrow.fs opens for it (its
+    query string configures the filesystem: endpoint, region, scheme)."""
+    if not is_uri(root):
+        return pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+    fs, base = pafs.FileSystem.from_uri(root)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return fs, str(Path(base).resolve())
+    return fs, base.rstrip("/")
 
 
 class SweepStorage:
     """The folder of sweeps (`root`) and the files below it."""
 
     def __init__(self, root: str):
-        self.root = root
-        if is_uri(root):
-            self.fs, self.base = pafs.FileSystem.from_uri(root)
-            self.base = self.base.rstrip("/")
-            if isinstance(self.fs, pafs.LocalFileSystem):  # file:// is its local path
-                self.root = self.base
-        else:
-            self.root = str(Path(root).expanduser().resolve())
-            self.fs, self.base = pafs.LocalFileSystem(), self.root
+        self.fs, self.base = open_root(root)
+        self.root = self.base if self.local else root
 
     @property
     def local(self) -> bool:

@@ -11,21 +11,22 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from smpl_core.config import SMPLConfig
-from trainables import TIME_ATTR, with_resources
+from trainables import TIME_ATTR, evaluation_at, with_resources
 from tune_smpl.sweep.callbacks import BudgetStopper, LedgerCallback, ProgressLine
 from tune_smpl.sweep.ledger import KEY_FIELD, Ledger
 from tune_smpl.sweep.outcome import METRIC, MODE
+from tune_smpl.sweep.record import folder_of
 from tune_smpl.sweep.searcher import SweepSearcher
-from tune_smpl.sweep.settings import SweepSettings, max_iterations
+from tune_smpl.sweep.settings import SweepSettings
 
 
 def _trial_name(trial) -> str:
-    return f"trial_{trial.config[KEY_FIELD]}"
+    return folder_of(trial.config[KEY_FIELD])
 
 
 def build_tuner(base: SMPLConfig, space: dict, settings: SweepSettings, ledger: Ledger,
                 num_samples: int) -> tune.Tuner:
-    max_t = max_iterations(base)
+    max_t = evaluation_at(base.steps, base.eval_every)  # reports of a full trial
     trainable = with_resources(settings.cpus_per_trial, settings.gpus_per_trial,
                                settings.memory_per_trial_gb)
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t,
