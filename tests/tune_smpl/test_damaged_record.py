@@ -111,8 +111,9 @@ def test_export_goes_on_without_a_trial_cut_short_and_says_so(sweep, capsys):
     warning = [line for line in err if "damaged" in line]
     assert len(warning) == 1, err
     assert warning[0].startswith("tune-smpl: warning: skipped 1 damaged trial record: ")
-    assert str(path) in warning[0] and "not valid JSON" in warning[0]
-    assert "line " in warning[0] and "column " in warning[0] and "cut short" in warning[0]
+    assert str(path) in warning[0] and "it is cut short after" in warning[0]
+    assert "not valid JSON: " in warning[0] and " line " in warning[0] and " column " in \
+        warning[0]
     text = out_file.read_text()
     assert f"trial_id: {key}" in text and f"best val_accuracy: {value:.6g}" in text
     comment = [line for line in text.splitlines() if "damaged" in line]
@@ -132,7 +133,7 @@ def test_resume_refuses_a_trial_cut_short_with_one_line(sweep, capsys):
     assert main(["tune", "--name", NAME, "--storage-path", str(sweep), "--resume"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("tune-smpl: error: ") and str(path) in line
-    assert "not valid JSON" in line and "restore it from a backup" in line
+    assert "it is cut short" in line and "restore it from a backup: `--resume` needs" in line
     assert json.loads((sweep / NAME / "sweep.json").read_text())["runs"] == 1  # untouched
 
 

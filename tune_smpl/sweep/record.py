@@ -38,8 +38,8 @@ class DamagedRecord(ConfigError):
 
     def __init__(self, uri: str, problem: str, remedy: str):
         self.uri, self.problem, self.remedy = uri, problem, remedy
-        super().__init__(f"the sweep record file {uri} must be intact, but {problem}: "
-                         f"{remedy}")
+        super().__init__(f"the sweep record file {uri} must be intact, but {problem}; "
+                         f"{remedy}.")
 
     @property
     def short(self) -> str:
@@ -91,10 +91,9 @@ def _parse(text: str) -> tuple[object, str | None]:
         return json.loads(text), None
     except json.JSONDecodeError as e:
         # The text ends where the JSON still goes on (a string left open runs to the end).
-        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
-        return None, (f"it is not valid JSON ({e})"
-                      + (f"; it ends there, after {len(text)} characters: cut short"
-                         if cut else ""))
+        if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string"):
+            return None, f"it is cut short after {len(text)} characters (not valid JSON: {e})"
+        return None, f"it is not valid JSON ({e})"
 
 
 def _check_fields(d: dict, required: dict, optional: dict) -> str | None:
@@ -204,7 +203,7 @@ class SweepRecord:
                        else _check_fields(meta, _SWEEP_FIELDS, {}))
         if problem:
             raise DamagedRecord(self.storage.uri(self.name, SWEEP_FILE), problem,
-                                "restore it from a backup; the sweep cannot be read, "
+                                "restore it from a backup: the sweep cannot be read, "
                                 "exported, reported or resumed without it")
         return meta
 
@@ -257,8 +256,8 @@ class SweepRecord:
         if problem:
             raise DamagedRecord(
                 self.storage.uri(self.name, folder, TRIAL_FILE), problem,
-                "restore it from a backup (`--resume` needs every trial record); `export` "
-                "and `report` go on without this trial")
+                "restore it from a backup: `--resume` needs every trial record (`export` "
+                "and `report` go on without this trial)")
         return TrialRecord.from_dict(d)
 
     def save_trial(self, trial: TrialRecord) -> None:
