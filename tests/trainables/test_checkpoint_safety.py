@@ -157,6 +157,8 @@ def test_load_model_rebuilds_the_evaluated_model_without_the_dataset(tmp_path, m
     acc = (got.argmax(1) == splits.y_val).float().mean().item()
     assert acc == pytest.approx(reports[-1]["val_accuracy"], abs=1e-9)
     assert load_model(folders[-1] / STATE_FILE)(x).shape == (len(x), 10)  # the file too
+    with torch.no_grad():  # a URI, through pyarrow.fs as an s3:// one is
+        assert torch.equal(load_model(f"file://{folders[-1]}")(x), got)
     info = load_state(folders[-1] / STATE_FILE)["model_info"]
     assert info["input_shape"] == [1, 8, 8] and info["num_classes"] == 10
     assert info["model"] == "cnn" and info["role"] == "model"
