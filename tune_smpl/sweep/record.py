@@ -8,6 +8,13 @@ Ray's own files (trial folders' result.json, checkpoints, experiment state) sit 
 `--resume`, `export` and `report` read this record only, so they work from any machine
 that can read the storage, after the Ray cluster is gone. The Optuna study is derived
 from it (`tune_smpl.sweep.study`); so is every MLflow run's status.
+
+A file of the record that does not read as one (cut short by a failed upload or a full
+disk, a JSON error from a hand edit, a field missing or of the wrong type) is a
+`DamagedRecord`: one line naming the file, what is wrong and what to do. `trials()` refuses
+a record with one (`--resume` must not guess); `scan()` gives the intact trials and the
+damaged ones, for `export` and `report`, which go on without them and say so. A damaged
+sweep.json (`meta()`) stops every command.
 """
 
 from __future__ import annotations
