@@ -71,19 +71,33 @@ ACCEPT = (0.12, 0.8)
 CAL_SEEDS = (100, 101)
 QUICK = {"steps": 10, "batch_size": 8, "mu": 2, "val_size": 50}
 QUICK_REPORTS = 5
+# Where present, arms at a fraction of the calibrated weight too (`--fractions 1,0.1`: the
+# meta term, and its controls, at a tenth of the size): tables list them in this order.
+FRACTIONS = (1.0, 0.1)
 
 
-def arm_name(scale: str | None, control: str | None) -> str:
+def variant(scale: str, fraction: float = 1.0) -> str:
+    """A scale at its calibrated weight ("raw") or at a fraction of it ("raw x0.1")."""
+    return scale if fraction == 1 else f"{scale} x{fraction:g}"
+
+
+def arm_name(scale: str | None, control: str | None, fraction: float = 1.0) -> str:
     if scale is None:
         return ZERO
-    return scale if control == "none" else f"{scale} {control}"
+    v = variant(scale, fraction)
+    return v if control == "none" else f"{v} {control}"
 
 
-def arms() -> list[tuple[str, str | None, str | None]]:
-    out = [(ZERO, None, None)]
-    for s in SCALES:
-        out += [(arm_name(s, c), s, c) for c in CONTROLS]
+def arms(fractions=FRACTIONS) -> list[tuple[str, str | None, str | None, float]]:
+    out = [(ZERO, None, None, 0.0)]
+    for f in fractions:
+        for s in SCALES:
+            out += [(arm_name(s, c, f), s, c, f) for c in CONTROLS]
     return out
+
+
+def variants(fractions=FRACTIONS) -> list[str]:
+    return [variant(s, f) for f in fractions for s in SCALES]
 
 
 class Store:
@@ -178,52 +192,69 @@ def calibrate(store: Store, ds: str, scale: str, quick: bool) -> dict:
 
 
 def summarise(ds: str, rows: list[dict], weights: dict) -> dict:
-    by = {}
+    """Per arm: test accuracy over the paired seeds of its fraction's group (mpl_weight=0 and
+    every arm of that fraction that ran: a group is complete seed by seed), minus
+    mpl_weight=0 and, per variant, minus each control, with 95% paired-t CIs."""
+    by: dict[str, dict[int, dict]] = {}
     for r in rows:
         if r["kind"] == "run" and r["dataset"] == ds:
             by.setdefault(r["arm"], {})[r["seed"]] = r
-    names = [a for a, _, _ in arms() if a in by]
     if ZERO not in by:
-        return {"seeds": 0, "arms": {}}
-    seeds = sorted(set.intersection(*(set(by[a]) for a in names)))  # paired only
-    out = {}
-    zero = [by[ZERO][s]["test_accuracy"] for s in seeds]
-    for a in names:
-        rs = [by[a][s] for s in seeds]
+        return {"seeds": 0, "arms": {}, "contrasts": {}, "calibration": weights}
+    groups = {}  # fraction -> its arms present and their paired seeds
+    for name, _, _, frac in arms():
+        if name in by and name != ZERO:
+            groups.setdefault(frac, []).append(name)
+    seeds_of = {f: sorted(set(by[ZERO]).intersection(*(set(by[a]) for a in names)))
+                for f, names in groups.items()}
+    main_seeds = seeds_of.get(1.0) or sorted(by[ZERO])
+    out, contrasts = {}, {}
+
+    def stats(a, seeds):
+        rs = [by[a][k] for k in seeds]
         accs = [r["test_accuracy"] for r in rs]
-        out[a] = {"mean": statistics.fmean(accs), "std": statistics.pstdev(accs),
-                  "runs": accs, "ratio": statistics.median(r["ratio"] for r in rs),
-                  "mpl_weight": rs[0]["mpl_weight"] if rs else 0.0,
-                  "diverged": sum(r["diverged"] for r in rs),
-                  "seconds": statistics.fmean(r["seconds"] for r in rs)}
+        s = {"mean": statistics.fmean(accs), "std": statistics.pstdev(accs), "runs": accs,
+             "seeds": len(seeds), "ratio": statistics.median(r["ratio"] for r in rs),
+             "mpl_weight": rs[0]["mpl_weight"], "diverged": sum(r["diverged"] for r in rs),
+             "seconds": statistics.fmean(r["seconds"] for r in rs)}
         if a != ZERO and len(seeds) >= 2:
-            out[a]["minus_zero"] = paired_ci([x - z for x, z in zip(accs, zero)])
-    contrasts = {}
-    for s in SCALES:
-        if s in by and len(seeds) >= 2:
-            meta = [by[s][k]["test_accuracy"] for k in seeds]
+            s["minus_zero"] = paired_ci([x - by[ZERO][k]["test_accuracy"]
+                                         for x, k in zip(accs, seeds)])
+        return s
+
+    if main_seeds:
+        out[ZERO] = stats(ZERO, main_seeds)
+    for f, names in groups.items():
+        seeds = seeds_of[f]
+        if not seeds:
+            continue
+        for a in names:
+            out[a] = stats(a, seeds)
+        if len(seeds) < 2:
+            continue
+        for s in SCALES:
+            v = variant(s, f)
             for c in ("shuffled", "constant"):
-                a = arm_name(s, c)
-                if a in by:
-                    contrasts[f"{s} minus {c}"] = paired_ci(
-                        [m - by[a][k]["test_accuracy"] for m, k in zip(meta, seeds)])
-    return {"seeds": len(seeds), "arms": out, "contrasts": contrasts,
+                if v in names and f"{v} {c}" in names:
+                    contrasts[f"{v} minus {c}"] = paired_ci(
+                        [by[v][k]["test_accuracy"] - by[f"{v} {c}"][k]["test_accuracy"]
+                         for k in seeds])
+    return {"seeds": len(main_seeds), "arms": out, "contrasts": contrasts,
             "calibration": weights}
 
 
 def winners(summary: dict) -> list[str]:
-    """Scales whose meta term adds >= +1 point over mpl_weight=0 with its CI above 0,
+    """Variants whose meta term adds >= +1 point over mpl_weight=0 with its CI above 0,
     while neither control does."""
     out = []
     arms_ = summary["arms"]
-    for s in SCALES:
-        d = arms_.get(s, {}).get("minus_zero")
+    for v in variants():
+        d = arms_.get(v, {}).get("minus_zero")
         if d is None or not (d[0] >= 0.01 and d[1] > 0):
             continue
-        ctrl = [arms_.get(arm_name(s, c), {}).get("minus_zero") for c in ("shuffled",
-                                                                             "constant")]
+        ctrl = [arms_.get(f"{v} {c}", {}).get("minus_zero") for c in ("shuffled", "constant")]
         if all(c is not None and not (c[0] >= 0.01 and c[1] > 0) for c in ctrl):
-            out.append(s)
+            out.append(v)
     return out
 
 
@@ -239,6 +270,8 @@ def print_tables(ds: str, summary: dict) -> None:
     for a, s in summary["arms"].items():
         d = s.get("minus_zero")
         div = f" ({s['diverged']} diverged)" if s["diverged"] else ""
+        if s["seeds"] != summary["seeds"]:
+            div += f" ({s['seeds']} seeds)"
         print(f"| {a} | {100 * s['mean']:.2f} +- {100 * s['std']:.2f}{div} | "
               f"{_ci(d) if d else '-'} | {s['ratio']:.3g} | {s['mpl_weight']:.4g} | "
               f"{s['seconds']:.1f} |")
@@ -310,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", help="results file (JSON lines); a rerun skips what it holds")
     ap.add_argument("--quick", action="store_true", help="CI-sized: 2 seeds, 10 steps")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--fractions", default="1",
+                    help="run each scale (and its controls) at these fractions of its "
+                         "calibrated weight, e.g. 1,0.1")
     ap.add_argument("--from", dest="from_file", metavar="JSONL",
                     help="print the tables of a results file, train nothing")
     ap.add_argument("--importance", metavar="SWEEP_DIR",
@@ -323,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     store = Store(Path(args.out) if args.out else None)
     seeds = range(2 if args.quick else args.seeds)
+    fracs = tuple(float(f) for f in args.fractions.split(","))
     weights = {}
     for ds in datasets:  # calibration first: cheap, and it fixes every arm's weight
         for scale in SCALES:
@@ -333,8 +370,9 @@ def main(argv: list[str] | None = None) -> dict:
                 store.add({**chosen, "round": None, "calibration": cal})
     for ds in datasets:
         for seed in seeds:  # seed by seed: a partial study is paired over every arm
-            for arm, scale, control in arms():
-                w = 0.0 if scale is None else weights[(ds, scale)]["mpl_weight"]
+            for arm, scale, control, frac in arms(fracs):
+                w = 0.0 if scale is None else float(
+                    f"{frac * weights[(ds, scale)]['mpl_weight']:.3g}")
                 record(store, "run", ds, arm, scale, control, w, seed, args.quick)
     rows = [r for r in store.rows if r.get("quick", False) == args.quick]
     return report(rows, datasets)

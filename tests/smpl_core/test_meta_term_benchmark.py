@@ -51,6 +51,13 @@ def test_quick_study_is_paired_resumable_and_prints_the_table(tmp_path, capsys):
     assert again["moons"]["arms"]["raw"]["runs"] == arms["raw"]["runs"]
     from_file = bench.main(["--from", str(out), "--datasets", "moons"])
     assert from_file["moons"]["seeds"] == 2
+    # A tenth of each calibrated weight: nine more arms, the others not trained again.
+    more = bench.main(["--quick", "--datasets", "moons", "--out", str(out),
+                       "--fractions", "1,0.1"])
+    assert len(out.read_text().splitlines()) == len(rows) + 9 * 2
+    tenth = more["moons"]["arms"]["normalised x0.1 constant"]
+    assert tenth["mpl_weight"] == pytest.approx(cal["normalised"]["mpl_weight"] / 10, rel=1e-2)
+    assert "normalised x0.1 minus shuffled" in more["moons"]["contrasts"]
 
 
 def test_winners_needs_the_meta_term_up_one_point_and_both_controls_not():
