@@ -13,10 +13,11 @@ What lands where (names are stable: the export command and the tests search by t
   then the sweep's report as artifacts `report/` and its summary as the description
   (`mlflow.note.content`).
 - child: run name = trial name; tags `mlflow.parentRunId`, `sweep_name`, `run_kind=trial`,
-  `trial_id`, `ray_node_id`, `trial_status` (pending | running, then the trial's outcome:
-  completed | early_stopped | cut_by_budget | diverged | errored | out_of_memory |
-  interrupted), `restarts`, `resumes`, `last_failure` (why it restarted), `error`;
-  every SMPLConfig field as a param; artifacts `config.yaml` and `error.txt`; each report's
+  `trial_id`, `role` (search | finalist; a finalist run also `finalist_of` and `seed`),
+  `ray_node_id`, `trial_status` (pending | running, then the trial's outcome: completed |
+  early_stopped | cut_by_budget | diverged | errored | out_of_memory | interrupted),
+  `restarts`, `resumes`, `last_failure` (why it restarted), `error`; every SMPLConfig
+  field as a param; artifacts `config.yaml` and `error.txt`; each report's
   numeric metrics at step=step.
 """
 
@@ -133,10 +134,12 @@ class SweepRecorder:
 
     # --- trials ----------------------------------------------------------------
     def open_trial(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
-                   status: str = "pending", resumes: int = 0) -> str:
-        """Create the trial's child run, or reopen it (a resumed sweep runs it on)."""
+                   status: str = "pending", resumes: int = 0,
+                   tags: Mapping[str, Any] | None = None) -> str:
+        """Create the trial's child run, or reopen it (a resumed sweep runs it on); `tags`
+        are set on it as well (e.g. `role=finalist`, `finalist_of=<trial id>`)."""
         parent = self._require_parent()
-        tags: dict[str, Any] = {"trial_status": status}
+        tags = {**(tags or {}), "trial_status": status}
         if resumes:
             tags["resumes"] = resumes
         run_id = self._runs.get(trial_id) or self._find_child(trial_id)

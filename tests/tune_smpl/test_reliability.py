@@ -12,6 +12,7 @@ of the driver at several moments, then --resume.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -178,6 +179,7 @@ def test_time_budget_cuts_trials_through_the_normal_stop(ray_local, tmp_path, ca
     runs, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"
     rc = main(["tune", "--name", "budget", "--storage-path", str(runs), "--tracking-uri", uri,
                "--num-samples", "4", "--gpus-per-trial", "0", "--time-budget", "30",
+               "--finalists", "2", "--finalist-seeds", "1",
                # ASHA never stops a trial (grace = every report) and no trial can finish
                # 20000 steps in 30 s: whatever ends them is the budget.
                "--grace-period", "200",
@@ -189,6 +191,13 @@ def test_time_budget_cuts_trials_through_the_normal_stop(ray_local, tmp_path, ca
     outcomes = [t["outcome"] for t in rec.values()]
     assert outcomes.count("cut_by_budget") >= 2 and set(outcomes) == {"cut_by_budget"}
     assert f"{outcomes.count('cut_by_budget')} cut by budget" in out
+    # The finalist stage found the budget spent: planned, recorded, cut, and said so; the
+    # best stays the search's, one noisy estimate.
+    stage = json.loads((runs / "budget" / "sweep.json").read_text())["finalists"]
+    finalists = views.record(runs / "budget", "finalist_")
+    assert stage["status"] == "cut_by_budget" and len(finalists) == len(stage["of"]) >= 1
+    assert {t["outcome"] for t in finalists.values()} == {"cut_by_budget"}
+    assert "(cut by the budget)" in out and "the finalist stage gave no final measurement" in out
 
 
 # --- the command in subprocesses ---------------------------------------------------------
@@ -361,3 +370,54 @@ def test_killed_driver_anywhere_then_resume_runs_each_trial_once(tmp_path):
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_finalist_stage_ctrl_c_then_kill_then_resume_runs_only_the_missing_runs(tmp_path):
+    """Ctrl-C in the finalist stage exits 130 with the finalist runs that had not finished
+    interrupted; a resume killed in the finalist stage leaves the record as it was; the
+    last --resume runs exactly the missing finalist runs: the search and the finished runs
+    untouched, each planned run once, and every view agrees."""
+    sweep, uri = tmp_path / "runs" / "fs", f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["--name", "fs", "--num-samples", "2", "--max-concurrent", "2", "--finalists", "1",
+            "--finalist-seeds", "3", *_sub(steps=100)]
+
+    def finalist_reports() -> int:
+        return sum(len(t["reports"]) for t in views.record(sweep, "finalist_").values())
+
+    proc = _start(tmp_path, "f", *args)
+    try:
+        _wait_for(proc, lambda: finalist_reports() >= 2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _end_group(proc, "f")
+    assert proc.returncode == 130, out
+    assert "tune-smpl tune --name fs" in out and "--resume" in out
+    search = views.record(sweep)
+    assert len(search) == 2 and all(t["outcome"] for t in search.values())
+    views.check_interrupted(sweep, uri)
+    stage = json.loads((sweep / "sweep.json").read_text())["finalists"]
+    assert stage["status"] == "interrupted" and len(views.record(sweep, "finalist_")) == 3
+
+    seen = finalist_reports()
+    proc = _start(tmp_path, "f", "--name", "fs", "--resume")
+    try:
+        _wait_for(proc, lambda: finalist_reports() > seen)
+    finally:
+        _kill(proc, "f")
+    killed = views.record(sweep, "finalist_")
+
+    done = _run(tmp_path, "f", "--name", "fs", "--resume")
+    assert done.returncode == 0, done.stdout + done.stderr
+    export = subprocess.run([sys.executable, "-m", "tune_smpl", "export", "fs", "--storage-path",
+                             str(tmp_path / "runs")], env=cli_env("f"), capture_output=True,
+                            text=True, timeout=120)
+    after = views.check_finished(sweep, uri, trials=2, summary=done.stdout, export=export.stdout)
+    assert after == search  # the search ran once
+    runs = views.record(sweep, "finalist_")
+    assert sorted(runs) == sorted(killed) and len(runs) == 3
+    assert all(r["outcome"] == "completed" for r in runs.values())
+    _history_kept(killed, runs)  # a run finished before the last resume is untouched
+    assert len(views.study(sweep).trials) == 2
+    stage = json.loads((sweep / "sweep.json").read_text())["finalists"]
+    assert stage["status"] == "done" and "finalists: the 1 best trial(s) x 3 fresh" in done.stdout

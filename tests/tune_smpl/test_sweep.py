@@ -56,6 +56,9 @@ def test_sweep_prunes_and_reports_the_best(ray_local, tmp_path, capsys):
 
     best = max(r["val_accuracy"] for rows in trials.values() for r in rows)
     assert f"best val_accuracy {best:.4f}" in out
+    # without a finalist stage the summary and the report say how far to trust it
+    assert "one noisy estimate: the highest best report of 8 trial(s)" in out
+    assert "id='no-finalists'" in (sweep / "report" / "report.html").read_text()
     assert "tune-smpl export e2e" in out
 
 

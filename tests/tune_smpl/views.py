@@ -25,10 +25,25 @@ MLFLOW = {"completed": "FINISHED", "early_stopped": "FINISHED", "cut_by_budget":
 SCORED = ("completed", "early_stopped", "cut_by_budget")
 
 
-def record(sweep: Path) -> dict[str, dict]:
-    """key -> trial.json of a local sweep folder."""
-    return {d.name.removeprefix("trial_"): json.loads((d / "trial.json").read_text())
-            for d in sorted(sweep.glob("trial_*")) if (d / "trial.json").is_file()}
+def record(sweep: Path, prefix: str = "trial_") -> dict[str, dict]:
+    """key -> trial.json of a local sweep folder (`prefix="finalist_"`: its finalist runs)."""
+    return {d.name.removeprefix(prefix): json.loads((d / "trial.json").read_text())
+            for d in sorted(sweep.glob(f"{prefix}*")) if (d / "trial.json").is_file()}
+
+
+def finalist_best(sweep: Path) -> tuple[str, float, int] | None:
+    """An independent reading of the best with a finalist stage: (search trial key, mean of
+    its runs' final val_accuracy at `steps`, runs) for the highest mean; None without one."""
+    steps = json.loads((sweep / "sweep.json").read_text())["base"]["steps"]
+    finals: dict[str, list[float]] = {}
+    for r in record(sweep, "finalist_").values():
+        last = r["reports"][-1] if r["reports"] else {}
+        if r["outcome"] == "completed" and last.get("step") == steps:
+            finals.setdefault(r["finalist_of"], []).append(last["val_accuracy"])
+    if not finals:
+        return None
+    key = max(sorted(finals), key=lambda k: sum(finals[k]) / len(finals[k]))
+    return key, sum(finals[key]) / len(finals[key]), len(finals[key])
 
 
 def study(sweep: Path) -> optuna.Study:
@@ -48,6 +63,10 @@ def mlflow_runs(uri: str, name: str) -> tuple:
     by_key = {c.data.tags["trial_id"]: c for c in children}
     assert len(by_key) == len(children) == len(runs) - 1, "a trial has two child runs"
     return parents[0], by_key
+
+
+def search_children(children: dict) -> dict:
+    return {k: c for k, c in children.items() if c.data.tags.get("role") != "finalist"}
 
 
 def best_of(trials: dict[str, dict]) -> tuple[str, float] | None:
@@ -88,14 +107,37 @@ def check_finished(sweep: Path, uri: str, *, trials: int | None = None,
             assert t.value == steps[max(steps)]  # PRUNED keeps its last value
         if t.state == TrialState.COMPLETE:
             assert t.value == max(steps.values())
-    # MLflow: a child per trial with the same outcome; nothing RUNNING; the parent ended.
+    # MLflow: a child per trial and per finalist run with the same outcome; nothing RUNNING;
+    # the parent ended.
     parent, children = mlflow_runs(uri, sweep.name)
-    assert sorted(children) == sorted(rec)
+    runs = record(sweep, "finalist_")
+    assert sorted(search_children(children)) == sorted(rec)
+    assert sorted(set(children) - set(rec)) == sorted(runs)
     for key, c in children.items():
-        assert c.data.tags["trial_status"] == rec[key]["outcome"], key
-        assert c.info.status == MLFLOW[rec[key]["outcome"]], (key, c.info.status)
+        r = rec.get(key) or runs[key]
+        assert c.data.tags["trial_status"] == r["outcome"], key
+        assert c.info.status == MLFLOW[r["outcome"]], (key, c.info.status)
+        assert c.data.tags["role"] == ("finalist" if key in runs else "search"), key
+        if key in runs:
+            assert c.data.tags["finalist_of"] == r["finalist_of"], key
+    for key, r in runs.items():  # a finalist run: one final outcome, never early_stopped
+        assert r["outcome"] in OPTUNA and r["outcome"] != "early_stopped", (key, r["outcome"])
+        assert not r["interrupted"] and r["finalist_of"] in rec, key
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_status"] == "finished"
-    # The one best, everywhere.
+    # The one best, everywhere: the finalist with the best mean, else the search's best.
+    final = finalist_best(sweep)
+    if final is not None:
+        key, mean, n = final
+        assert parent.data.tags["best_trial_id"] == key
+        assert parent.data.tags["best_measure"] == "final val_accuracy at steps"
+        assert math.isclose(parent.data.metrics["best_val_accuracy"], mean, rel_tol=1e-9)
+        assert parent.data.metrics["finalist_seeds"] == n
+        if summary is not None:
+            assert f"best val_accuracy {mean:.4f} (finalist {key}:" in summary
+        if export is not None:
+            assert f"trial_id: {key}" in export
+            assert f"best final val_accuracy at steps: {mean:.6g}" in export, export[:300]
+        return rec
     top = best_of(rec)
     if top is None:
         assert "best_trial_id" not in parent.data.tags
@@ -118,15 +160,20 @@ def check_interrupted(sweep: Path, uri: str) -> dict[str, dict]:
     """An interrupted sweep: its unfinished trials visibly interrupted, until --resume."""
     rec = record(sweep)
     open_ = [k for k, t in rec.items() if t["outcome"] is None]
-    assert open_ and all(rec[k]["interrupted"] for k in open_)
+    open_runs = [k for k, t in record(sweep, "finalist_").items() if t["outcome"] is None]
+    assert (open_ or open_runs) and all(rec[k]["interrupted"] for k in open_)
     st = {f"{t.number:04d}": t for t in study(sweep).trials}
     for k in open_:  # asked in the run that stopped: marked; not asked again yet: WAITING
         assert (st[k].state == TrialState.RUNNING and st[k].user_attrs.get("interrupted")
                 or st[k].state == TrialState.WAITING), (k, st[k].state)
     parent, children = mlflow_runs(uri, sweep.name)
-    assert sorted(children) == sorted(rec)
+    runs = record(sweep, "finalist_")
+    assert sorted(search_children(children)) == sorted(rec)
+    assert sorted(set(children) - set(rec)) == sorted(runs)
     assert parent.info.status == "KILLED" and parent.data.tags["sweep_status"] == "interrupted"
     for k, c in children.items():
-        want = rec[k]["outcome"] or "interrupted"
+        r = rec.get(k) or runs[k]
+        want = r["outcome"] or "interrupted"
+        assert r["outcome"] or r["interrupted"], k
         assert c.data.tags["trial_status"] == want and c.info.status == MLFLOW[want], k
     return rec

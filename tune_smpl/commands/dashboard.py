@@ -29,8 +29,7 @@ def add_parser(sub) -> None:
 def study_storage(record, scratch: str) -> tuple[str, str]:
     """(the storage URL optuna-dashboard opens, how to say it): the sweep's study file, or
     the record's study rebuilt in a file under `scratch`."""
-    from tune_smpl.sweep.run import study_file
-    from tune_smpl.sweep.study import build_study
+    from tune_smpl.sweep.study import build_study, study_file
 
     db = study_file(record.storage, record.name)
     if db.is_file():

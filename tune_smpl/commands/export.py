@@ -2,8 +2,10 @@
 
 It reads the sweep's record in its storage only (local path or URI), so it works after
 the Ray cluster is gone and from any machine that can read the storage. The best trial is
-the sweep's one definition of best (`tune_smpl.sweep.outcome.best`); `--metric/--mode`
-rank the same trials by another reported figure.
+the sweep's one definition of best (`tune_smpl.sweep.finalists.pick`: with a finalist stage
+the finalist with the best mean final val_accuracy over its fresh seeds, else
+`tune_smpl.sweep.outcome.best`), with its statistics in the file; `--metric/--mode` rank
+the search trials by another reported figure.
 
 A damaged trial record (tune_smpl.sweep.record.DamagedRecord) does not stop it: the trial
 is left out, with a warning on stderr and a line in the file (`skipped_damaged` in JSON). A
@@ -19,8 +21,9 @@ from pathlib import Path
 
 from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.record import skipped
+from tune_smpl.sweep.record import FINALIST, skipped
 
 
 def add_parser(sub) -> None:
@@ -37,28 +40,48 @@ def add_parser(sub) -> None:
 
 
 def _header(t, value: float, row: dict, metric: str, record, run_id: str | None,
-            damaged: list | None = None) -> str:
+            damaged: list | None = None, finalist: dict | None = None) -> str:
     ckpt = row.get("checkpoint_dir_name")
-    return "\n".join([
-        f"best {metric}: {value:.6g} (step {row.get('step')})",
-        f"sweep: {record.name}", f"trial_id: {t.key}", f"outcome: {t.outcome}",
-        f"mlflow_run_id: {run_id or 'unknown'}",
-        f"checkpoint: {record.storage.uri(record.name, t.name, ckpt) if ckpt else 'none'}",
-        "train it: tune-smpl train --config THIS_FILE --eval-test"]
-        + ([f"ranked without the damaged trials: {skipped(damaged)}"] if damaged else []))
+    first = (f"best {metric}: {value:.6g} (step {row.get('step')})" if finalist is None else
+             f"best {F.MEASURE}: {value:.6g} (step {t.config['steps']}, mean over "
+             f"{finalist['runs']} fresh seeds)")
+    lines = [first, f"sweep: {record.name}", f"trial_id: {t.key}", f"outcome: {t.outcome}",
+             f"mlflow_run_id: {run_id or 'unknown'}",
+             f"checkpoint: {record.storage.uri(record.name, t.name, ckpt) if ckpt else 'none'}",
+             "train it: tune-smpl train --config THIS_FILE --eval-test"]
+    if finalist is not None:
+        lines.append("finalist: " + ", ".join(
+            f"{k} {finalist[k]:.4f}" for k in ("mean", "sd", "ci_low", "ci_high", "promised",
+                                               "optimism")) + f" over seeds "
+            f"{', '.join(finalist['values'])}")
+    if damaged:
+        lines.append(f"ranked without the damaged trials: {skipped(damaged)}")
+    return "\n".join(lines)
 
 
 def render(t, metric: str, mode: str, record, fmt: str, run_id: str | None,
-           damaged: list | None = None) -> str:
-    """The trial's config as a file; `damaged`: the DamagedRecords it was ranked without."""
+           damaged: list | None = None, pick: F.Pick | None = None) -> str:
+    """The trial's config as a file; `damaged`: the DamagedRecords it was ranked without;
+    `pick`: the sweep's finalist verdict, when `t` is one of its finalists."""
     value, row = O.score(t.reports, metric, mode)
-    header = _header(t, value, row, metric, record, run_id, damaged)
+    finalist = next((f.as_dict() for f in (pick.ranked if pick else [])
+                     if f.key == t.key and f.values), None)
+    if finalist is not None:
+        value = finalist["mean"]
+    header = _header(t, value, row, metric, record, run_id, damaged, finalist)
     cfg = SMPLConfig.from_dict(t.config)
     if fmt == "yaml":
         return cfg.to_yaml(header=header)
     meta = dict(line.split(": ", 1) for line in header.splitlines()[1:6])
     skipped_damaged = [{"file": d.uri, "problem": d.problem} for d in damaged or []]
-    return json.dumps({"_export": {"metric": metric, "value": value, **meta,
+    extra = {"measure": F.MEASURE if finalist else F.SEARCH_MEASURE}
+    if finalist is not None:
+        extra["finalist"] = finalist
+        if pick.verdict.get("separation") and pick.trial is t:
+            extra["separation"] = pick.verdict["separation"]
+    if pick is not None and pick.trial is t:
+        extra["note"] = pick.note
+    return json.dumps({"_export": {"metric": metric, "value": value, **meta, **extra,
                                    "skipped_damaged": skipped_damaged},
                        **cfg.to_dict()}, indent=2) + "\n"
 
@@ -91,14 +114,22 @@ def run(args: argparse.Namespace) -> int:
     record = open_sweep(storage_path(args.storage_path), args.sweep)
     meta = record.meta()  # a damaged sweep.json stops here
     trials, damaged = record.scan()
-    if damaged:
-        print(f"tune-smpl: warning: {skipped(damaged)}", file=sys.stderr)
     reported = sorted({k for t in trials for r in t.reports for k, v in r.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if args.metric not in reported and trials:
         raise ConfigError(f"`--metric` must be one the trials reported "
                          f"({', '.join(reported)}), but got --metric={args.metric!r}.")
     ranked = O.rank(trials, args.metric, args.mode)
+    pick = None
+    if (args.metric, args.mode) == (O.METRIC, O.MODE):  # the sweep's own best, as it chose
+        runs, damaged_runs = record.scan(FINALIST)
+        damaged += damaged_runs
+        pick = F.pick(trials, runs, meta.get("finalists"), int(meta["base"]["steps"]))
+        if pick.measure == F.MEASURE:
+            first = [next(t for t in trials if t.key == f.key) for f in pick.ranked if f.values]
+            ranked = first + [t for t in ranked if t not in first]
+    if damaged:
+        print(f"tune-smpl: warning: {skipped(damaged)}", file=sys.stderr)
     if not ranked:
         also = f" ({len(damaged)} damaged trial record(s) skipped)" if damaged else ""
         raise ConfigError(f"`sweep` must have a trial that completed, stopped early or was cut "
@@ -106,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                          f"none{also}.")
     for i, t in enumerate(ranked[:args.top], 1):
         text = render(t, args.metric, args.mode, record, args.format,
-                      _run_id(args.tracking_uri, meta, args.sweep, t.key), damaged)
+                      _run_id(args.tracking_uri, meta, args.sweep, t.key), damaged, pick)
         if not args.output:
             sys.stdout.write(text)
             continue
@@ -116,5 +147,8 @@ def run(args: argparse.Namespace) -> int:
             out = str(p.with_name(f"{p.stem}-{i}{p.suffix}"))
         _write(out, text)
         value = O.score(t.reports, args.metric, args.mode)[0]
-        print(f"wrote {out}: {args.metric} {value:.4f} (trial {t.key})", file=sys.stderr)
+        means = {f.key: f.mean for f in (pick.ranked if pick else []) if f.values}
+        what = (f"{F.MEASURE} {means[t.key]:.4f} (finalist {t.key}, mean over its seeds)"
+                if t.key in means else f"{args.metric} {value:.4f} (trial {t.key})")
+        print(f"wrote {out}: {what}", file=sys.stderr)
     return 0

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
               f"the report lists their errors.")
     else:
         print(f"sweep {args.sweep}: {len(view.trials)} trials, best val_accuracy "
-              f"{view.best_value:.4f} (trial {view.best.key})")
+              f"{view.best_value:.4f} (trial {view.best.key}; {view.pick.note})")
     if view.importance:
         print("importance (fANOVA): " + ", ".join(f"{k} {v:.2f}"
                                                   for k, v in view.importance.items()))

@@ -35,6 +35,11 @@ def add_parser(sub) -> None:
     p.add_argument("--num-gpus", type=int, default=None,
                    help="local Ray only: GPUs to offer (default: detected)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--finalists", type=int, default=0, metavar="K",
+                   help="retrain the K best search trials on fresh seeds when the search "
+                        "ends; the best is then the finalist with the best mean (default 0)")
+    p.add_argument("--finalist-seeds", type=int, default=2, metavar="S",
+                   help="fresh seeds per finalist (default 2)")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: reports before a stop")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
     p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
@@ -72,7 +77,7 @@ def prepare(args: argparse.Namespace):
         time_budget_s=args.time_budget, max_failures=args.max_failures,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
         sampler=args.sampler, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-        fixed=sorted(removed))
+        fixed=sorted(removed), finalists=args.finalists, finalist_seeds=args.finalist_seeds)
     settings.validate()
     if not space:
         raise ConfigError("`--space` must leave at least one field to search, but --set fixed "
@@ -175,10 +180,11 @@ def close(result, settings, mlflow) -> int:
         mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
         return 130
     summary.print_finished(result, settings, mlflow.uri)
-    top = result.best
+    pick = result.pick
+    top = pick.trial
     mlflow.end_sweep(status="FINISHED", sweep_status="finished", figures=result.figures(),
                      best=top and {"trial_id": top.key, "config": top.config},
-                     model=top and _best_model(result))
+                     model=top and _best_model(result), measure=pick.measure)
     _publish(result.record, mlflow, settings)
     return 0 if top is not None else 1
 

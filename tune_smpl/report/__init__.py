@@ -58,7 +58,16 @@ def description(view: SweepView, storage_path: str) -> str:
                      "of memory): see `report/report.html` for their errors.")
         return "\n".join(lines) + "\n"
     lines += [f"Best `{O.METRIC}` **{view.best_value:.4f}**: trial `{top.key}` "
-              f"({top.outcome}).", "", "| knob | value |", "|---|---|"]
+              f"({top.outcome}); {view.pick.note}.", ""]
+    ranked = [f for f in view.pick.ranked if f.values]
+    if ranked:
+        lines += ["| finalist | promised | delivered mean [95% CI] | seeds |", "|---|---|---|---|"]
+        for f in ranked:
+            mean, _, lo, hi = f.summary()
+            lines.append(f"| {f.key} | {f.promised:.4f} | {mean:.4f} [{lo:.4f}, {hi:.4f}] | "
+                         f"{f.n} |")
+        lines.append("")
+    lines += ["| knob | value |", "|---|---|"]
     lines += [f"| {k} | {fmt(top.params[k])} |" for k in view.knobs if k in top.params]
     lines.append("")
     if view.importance:

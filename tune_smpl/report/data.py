@@ -20,8 +20,9 @@ import yaml
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState, create_trial
 
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.study import build_study
 
 # The feedback diagnostics smpl_core reports (smpl_core/metrics.py), with their labels.
@@ -49,15 +50,22 @@ class SweepView:
     importance_note: str = ""
     t0: float = 0.0  # when the sweep's first trial was created (epoch seconds)
     damaged: list = field(default_factory=list)  # DamagedRecords left out (record.scan)
+    pick: F.Pick | None = None  # the sweep's best, as the sweep decided it
+    finalist_runs: list[TrialRecord] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
     def best(self) -> TrialRecord | None:
-        return self.ranked[0] if self.ranked else None
+        return self.pick.trial if self.pick else None
 
     @property
     def best_value(self) -> float:
-        return self.values[self.best.key] if self.best else math.nan
+        """The best's value by its measure (`pick.measure`)."""
+        return self.pick.value if self.pick and self.pick.trial else math.nan
+
+    @property
+    def stage(self) -> dict | None:
+        return self.meta.get("finalists")
 
     def value_study(self) -> optuna.Study:
         """Every trial with a measurement as COMPLETE with its value (see the module's
@@ -110,6 +118,7 @@ def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list
 def load_view(record: SweepRecord) -> SweepView:
     meta = record.meta()  # a damaged sweep.json stops the report
     trials, damaged = record.scan()  # a damaged trial record is left out, and said so
+    runs, damaged_runs = record.scan(FINALIST)
     knobs, logs = searched_knobs(record, trials)
     values = {}
     for t in trials:
@@ -119,7 +128,10 @@ def load_view(record: SweepRecord) -> SweepView:
     view = SweepView(name=record.name, uri=record.uri, meta=meta, trials=trials,
                      knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
                      values=values, ranked=O.rank(trials), counts=O.counts(trials),
-                     t0=min((t.created_at for t in trials), default=0.0), damaged=damaged)
+                     t0=min((t.created_at for t in trials), default=0.0),
+                     damaged=damaged + damaged_runs, finalist_runs=runs,
+                     pick=F.pick(trials, runs, meta.get("finalists"),
+                                 int(meta["base"]["steps"])))
     view.importance, view.importance_note = importance(view)
     return view
 

@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import fmt
@@ -21,6 +22,10 @@ from tune_smpl.sweep.summary import fmt
 TITLES = {
     "outcomes": ("Outcomes and the best config",
                  "How each trial ended, and the best trial's searched values."),
+    "finalists": ("Finalists",
+                  "The best search trials retrained in full on fresh seeds: what each "
+                  "promised in the search and what it delivered (final val_accuracy at "
+                  "steps, the measure an exported config's retraining gives)."),
     "history": ("Optimisation history",
                 "Each trial's value and the best so far, against trial number and against "
                 "time. A trial's value is its best val_accuracy; a stopped trial counts with "
@@ -88,11 +93,52 @@ def _outcomes_body(view: SweepView) -> str:
     if n == 1:
         parts.insert(0, "<p class='note'>This sweep has a single trial: there is nothing to "
                         "compare it with, so history and importance say little.</p>")
-    step = top.best_report().get("step")
-    parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
-                 f"({_e(top.outcome)}), at step {_e(step)}.</p>")
+    if view.pick.measure == F.MEASURE:
+        parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: finalist "
+                     f"{_e(top.key)}, {_e(view.pick.note)}.</p>")
+    else:
+        step = top.best_report().get("step")
+        parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
+                     f"({_e(top.outcome)}), at step {_e(step)}: {_e(view.pick.note)}.</p>")
     parts.append(_table([(k, fmt(top.params[k])) for k in view.knobs if k in top.params],
                         ("searched knob", "best value"), "best-table"))
+    return "".join(parts)
+
+
+def _finalists_body(view: SweepView) -> str:
+    stage = view.stage
+    if stage is None:
+        return ("<p class='note' id='no-finalists'>No finalist stage: the best above is one "
+                "noisy estimate (the highest of the trials' best reports, each on "
+                f"{_e(view.best.config.get('val_size', '?') if view.best else '?')} validation "
+                "examples). <code>tune-smpl tune --finalists K --finalist-seeds S</code> "
+                "retrains the K best on S fresh seeds.</p>")
+    runs = view.finalist_runs
+    n = O.counts(runs)
+    parts = [f"<p>{len(stage['of'])} finalists x {len(stage['seed_values'])} fresh seeds "
+             f"({_e(', '.join(map(str, stage['seed_values'])))}): {len(runs)} runs, "
+             + ", ".join(f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o])
+             + f"; stage {_e(stage.get('status'))}.</p>"]
+    if stage.get("status") == "cut_by_budget":
+        parts.append("<p class='alert' id='finalists-cut'>The time budget cut the finalist "
+                     "stage: a run cut short has no final measurement.</p>")
+    rows = []
+    for f in view.pick.ranked:
+        if f.values:
+            mean, sd, lo, hi = f.summary()
+            rows.append((f.key, f"{f.promised:.4f}", f"{mean:.4f}", f"{sd:.4f}",
+                         f"[{lo:.4f}, {hi:.4f}]", f"{f.n} of {f.planned}",
+                         f"{f.promised - mean:+.4f}"))
+        else:
+            rows.append((f.key, f"{f.promised:.4f}", "-", "-", "-", f"0 of {f.planned}", "-"))
+    parts.append(_table(rows, ("finalist", "promised (search)", "delivered mean", "sd",
+                               "95% CI", "seeds", "optimism"), "finalist-table"))
+    sep = view.pick.verdict.get("separation")
+    if sep:
+        parts.append(f"<p>Winner minus runner-up {_e(sep['runner_up'])}, paired by seed: "
+                     f"{sep['diff']:+.4f} [{sep['ci_low']:+.4f}, {sep['ci_high']:+.4f}] over "
+                     f"{sep['seeds']} seeds: "
+                     f"<b>{'separated' if sep['separated'] else 'not separated'}</b>.</p>")
     return "".join(parts)
 
 
@@ -123,6 +169,8 @@ def render(view: SweepView, pngs: dict[str, str]) -> str:
             body.append(_outcomes_body(view))
         if sid == "importance":
             body.append(_importance_body(view))
+        if sid == "finalists":
+            body.append(_finalists_body(view))
         figs = _figures(view, sid)
         body += [f"<div class='figure'>{f}</div>" for f in figs]
         if not figs and sid in WHY_NOT:

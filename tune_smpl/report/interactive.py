@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 
 # One colour per outcome, shared with the static figures.
@@ -126,9 +127,35 @@ def diagnostics(view: SweepView) -> go.Figure | None:
     return fig.update_layout(title=f"Feedback diagnostics of the {len(trials)} best trials")
 
 
+def finalists(view: SweepView) -> go.Figure | None:
+    """Per finalist: its search score (promised), its runs' final val_accuracy on fresh
+    seeds (delivered) and their mean with its 95% interval."""
+    ranked = [f for f in (view.pick.ranked if view.pick else []) if f.values]
+    if not ranked:
+        return None
+    names = [f.key for f in ranked]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=names, y=[f.promised for f in ranked], mode="markers",
+                             name="promised (search score)",
+                             marker={"symbol": "diamond-open", "size": 12, "color": "#d62728"}))
+    xs = [f.key for f in ranked for _ in f.values]
+    fig.add_trace(go.Scatter(x=xs, y=[v for f in ranked for v in f.values.values()],
+                             mode="markers", name="delivered, one seed",
+                             text=[f"seed {s}" for f in ranked for s in f.values],
+                             marker={"size": 7, "color": "#7f7f7f", "opacity": 0.7}))
+    stats = [f.summary() for f in ranked]
+    fig.add_trace(go.Scatter(
+        x=names, y=[m for m, *_ in stats], mode="markers", name="delivered mean, 95% CI",
+        marker={"size": 11, "color": "#1f77b4"},
+        error_y={"type": "data", "symmetric": False, "array": [hi - m for m, _, _, hi in stats],
+                 "arrayminus": [m - lo for m, _, lo, _ in stats]}))
+    return fig.update_layout(title=f"Finalists: {F.MEASURE} on fresh seeds (best first)",
+                             xaxis_title="search trial", yaxis_title=O.METRIC)
+
+
 _PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 # Section id -> the figures it holds (in order), as `html.py` lays them out.
-FIGURES = {"outcomes": [outcomes], "history": [history, history_time],
+FIGURES = {"outcomes": [outcomes], "finalists": [finalists], "history": [history, history_time],
            "importance": [importance], "parallel": [parallel], "slices": [slices],
            "curves": [curves], "diagnostics": [diagnostics]}

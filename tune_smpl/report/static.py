@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.report.interactive import COLORS
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 
 STYLE = {O.COMPLETED: "-", O.EARLY_STOPPED: "--", O.CUT_BY_BUDGET: "-."}
@@ -163,7 +164,31 @@ def diagnostics(view: SweepView) -> Figure | None:
     return fig
 
 
-FIGURES = {"outcomes": outcomes, "history": history, "importance": importance,
+def finalists(view: SweepView) -> Figure | None:
+    ranked = [f for f in (view.pick.ranked if view.pick else []) if f.values]
+    if not ranked:
+        return None
+    fig = Figure(figsize=(max(4.0, 1.4 * len(ranked) + 2), 3.4))
+    ax = fig.add_subplot()
+    xs = range(len(ranked))
+    ax.scatter(xs, [f.promised for f in ranked], marker="D", facecolors="none",
+               edgecolors="#d62728", s=60, label="promised (search score)", zorder=3)
+    for i, f in enumerate(ranked):
+        ax.scatter([i] * f.n, list(f.values.values()), color="#7f7f7f", s=14, alpha=0.7,
+                   label="delivered, one seed" if i == 0 else None)
+    stats = [f.summary() for f in ranked]
+    ax.errorbar(xs, [m for m, *_ in stats], fmt="o", color="#1f77b4", capsize=4,
+                yerr=[[m - lo for m, _, lo, _ in stats], [hi - m for m, _, _, hi in stats]],
+                label="delivered mean, 95% CI")
+    ax.set_xticks(list(xs), [f.key for f in ranked])
+    ax.set(title=f"Finalists: {F.MEASURE} on fresh seeds", xlabel="search trial",
+           ylabel=O.METRIC)
+    ax.legend(fontsize=7)
+    return fig
+
+
+FIGURES = {"outcomes": outcomes, "finalists": finalists, "history": history,
+           "importance": importance,
            "parallel": parallel, "slices": slices, "curves": curves,
            "diagnostics": diagnostics}
 

@@ -56,8 +56,10 @@ class ProgressLine(Callback):
     counts from the ledger's outcomes. On a terminal the line rewrites itself; in a log it
     prints when the counts change or every `log_every_s` seconds."""
 
-    def __init__(self, ledger: Ledger, searched: list[str], log_every_s: float = 30.0):
+    def __init__(self, ledger: Ledger, searched: list[str], log_every_s: float = 30.0,
+                 finalists: bool = False):
         self.ledger, self.searched, self.log_every_s = ledger, searched, log_every_s
+        self.finalists = finalists  # the finalist stage: its runs, no best
         self._t0 = time.monotonic()
         self._last_counts, self._last_print = "", 0.0
 
@@ -65,7 +67,8 @@ class ProgressLine(Callback):
         running = {t.trial_id for t in trials if t.status == "RUNNING"}
         keys = {self.ledger.by_ray.get(r) for r in running}
         counts: dict[str, int] = {}
-        for t in self.ledger.trials.values():
+        records = self.ledger.finalists if self.finalists else self.ledger.trials
+        for t in records.values():
             what = t.outcome or ("running" if t.key in keys else "pending")
             counts[what] = counts.get(what, 0) + 1
         elapsed = int(time.monotonic() - self._t0)
@@ -75,6 +78,8 @@ class ProgressLine(Callback):
                 ("done", (O.COMPLETED,)), ("stopped early", (O.EARLY_STOPPED,)),
                 ("cut by budget", (O.CUT_BY_BUDGET,)),
                 ("failed", (O.DIVERGED, O.ERRORED, O.OUT_OF_MEMORY)))]
+        if self.finalists:
+            return "finalists " + " | ".join(parts)
         top = O.best(self.ledger.trials.values())
         if top is not None:
             cfg = ", ".join(f"{k}={fmt(top.params.get(k))}" for k in self.searched)

@@ -1,8 +1,9 @@
 """The driver's bookkeeper of a running sweep: it owns each trial's outcome.
 
-Ray tells it what happens (through `searcher.SweepSearcher` and `callbacks.LedgerCallback`);
-it writes the sweep's record first, then derives the other views from it: the Optuna study
-(ask/tell, intermediate values) and MLflow (one child run per trial). A trial's outcome is
+Ray tells it what happens (through `searcher.SweepSearcher`, `searcher.FinalistSearcher` and
+`callbacks.LedgerCallback`); it writes the sweep's record first, then derives the other
+views from it: the Optuna study (ask/tell, intermediate values; search trials only) and
+MLflow (one child run per search trial and per finalist run). A trial's outcome is
 decided once, in `_end`; nothing else ends a trial.
 
 MLflow is reached through `tracking.Tracking`, which never stops a sweep: a store that
@@ -22,7 +23,7 @@ from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.study import distributions_json, proposer
 from tune_smpl.sweep.tracking import Tracking
 
-KEY_FIELD = "trial_key"  # in a Tune trial's config: which record the trial is
+KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
 
 
 # Report fields that are bookkeeping, not measurements (MLflow's step is `step`).
@@ -33,9 +34,12 @@ class Ledger:
     def __init__(self, record: SweepRecord, trials: list[TrialRecord], study: optuna.Study,
                  define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
                  deadline: float | None, tracking: Tracking | None = None,
-                 restore: dict[str, str] | None = None):
+                 restore: dict[str, str] | None = None,
+                 finalists: list[TrialRecord] | None = None):
         self.record = record
-        self.trials = {t.key: t for t in trials}
+        self.trials = {t.key: t for t in trials}  # the search trials
+        self.finalists = {t.key: t for t in finalists or []}  # the finalist runs
+        self.queue: list[str] = []  # finalist runs the running Tuner has still to start
         self.study = study
         self.define_by_run = define_by_run
         self.base = base  # the constant fields of every trial's config
@@ -78,9 +82,37 @@ class Ledger:
         self.live[key], self.by_ray[ray_id] = trial, key
         self.record.save_trial(t)
         self.tracking.open_trial(t)
-        config = {**t.params, KEY_FIELD: key}
-        if key in self.restore:
-            config[RESTORE_FIELD] = self.restore[key]
+        return self._tune_config(t, t.params)
+
+    def add_finalists(self, runs: list[TrialRecord]) -> None:
+        """The finalist stage's planned runs, recorded (and opened in MLflow) before any
+        runs, so that the record says what the stage will do."""
+        for t in runs:
+            self.finalists[t.key] = t
+            self.record.save_trial(t)
+            self.tracking.open_trial(t)
+
+    def queue_finalists(self) -> int:
+        """Queue every unfinished finalist run for the next Tuner; how many."""
+        self.queue = [k for k, t in self.finalists.items() if not t.finished]
+        return len(self.queue)
+
+    def new_finalist(self, ray_id: str) -> dict | None:
+        """The next finalist run of `queue` (None when there is none); its Tune config."""
+        if not self.queue:
+            return None
+        t = self.finalists[self.queue.pop(0)]
+        if t.interrupted:  # an unfinished run of a resumed sweep
+            t.interrupted, t.resumes = False, t.resumes + 1
+        self.by_ray[ray_id] = t.key
+        self.record.save_trial(t)
+        self.tracking.open_trial(t)
+        return self._tune_config(t, {**t.params, "seed": t.config["seed"]})
+
+    def _tune_config(self, t: TrialRecord, values: dict) -> dict:
+        config = {**values, KEY_FIELD: t.name}
+        if t.key in self.restore:
+            config[RESTORE_FIELD] = self.restore[t.key]
         return config
 
     def started(self, ray_id: str) -> None:
@@ -132,7 +164,7 @@ class Ledger:
         second one, or Ray ending without finishing them) until `--resume`; cut by the
         budget when the budget ended the sweep. Returns the interrupted ones."""
         out = []
-        for t in self.trials.values():
+        for t in [*self.trials.values(), *self.finalists.values()]:
             if t.finished:
                 continue
             if not interrupted and self.budget_spent():
@@ -163,4 +195,4 @@ class Ledger:
 
     def _of(self, ray_id: str) -> TrialRecord | None:
         key = self.by_ray.get(ray_id)
-        return self.trials.get(key) if key else None
+        return (self.trials.get(key) or self.finalists.get(key)) if key else None

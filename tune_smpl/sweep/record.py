@@ -1,8 +1,10 @@
 """The sweep's record: the one owner of what happened, under `<storage-path>/<name>/`.
 
-    sweep.json              settings, base config, space, tracking URI, sampler, status
-    space.yaml              the searched space (a space file `--space` reads back)
-    trial_<key>/trial.json  one per trial: its params, config, reports and outcome
+    sweep.json                 settings, base config, space, tracking URI, sampler, status,
+                               and the finalist stage's plan (`finalists`), once it starts
+    space.yaml                 the searched space (a space file `--space` reads back)
+    trial_<key>/trial.json     one per search trial: params, config, reports and outcome
+    finalist_<key>/trial.json  one per finalist run (`<trial key>_s<seed>`), the same fields
 
 Ray's own files (trial folders' result.json, checkpoints, experiment state) sit beside it;
 `--resume`, `export` and `report` read this record only, so they work from any machine
@@ -34,8 +36,12 @@ KEPT_RAY_FIELDS = ("checkpoint_dir_name", "time_this_iter_s", "ray_node_id", "pi
                    "started_at", "reported_at")
 
 
-def folder_of(key: str) -> str:
-    return f"trial_{key}"
+SEARCH, FINALIST = "search", "finalist"  # a record's role: a search trial, a finalist run
+_PREFIX = {SEARCH: "trial_", FINALIST: "finalist_"}
+
+
+def folder_of(key: str, role: str = SEARCH) -> str:
+    return f"{_PREFIX[role]}{key}"
 
 
 class DamagedRecord(ConfigError):
@@ -71,7 +77,8 @@ _TRIAL_FIELDS = {"key": str, "number": int, "params": dict, "distributions": dic
 _TRIAL_OPTIONAL = {"proposed_by": str, "outcome": (str, type(None)), "interrupted": bool,
                    "reports": list, "error": (str, type(None)), "restarts": int,
                    "resumes": int, "started": bool, "created_at": _NUMBER,
-                   "ended_at": (*_NUMBER, type(None))}
+                   "ended_at": (*_NUMBER, type(None)), "role": str,
+                   "finalist_of": (str, type(None))}
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                bool: "true or false", float: "a number", type(None): "null"}
 
@@ -132,10 +139,12 @@ class TrialRecord:
     started: bool = False  # a process ran it at least once
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
+    role: str = SEARCH  # search | finalist
+    finalist_of: str | None = None  # a finalist run: the key of the search trial it retrains
 
     @property
     def name(self) -> str:
-        return folder_of(self.key)
+        return folder_of(self.key, self.role)
 
     @property
     def finished(self) -> bool:
@@ -228,12 +237,19 @@ class SweepRecord:
             raise damaged[0]
         return trials
 
-    def scan(self) -> tuple[list[TrialRecord], list[DamagedRecord]]:
-        """(the trial records that read, by number; a DamagedRecord per one that does
+    def finalists(self) -> list[TrialRecord]:
+        """Every finalist run's record, in the order they ran; strict, as `trials()`."""
+        runs, damaged = self.scan(FINALIST)
+        if damaged:
+            raise damaged[0]
+        return runs
+
+    def scan(self, role: str = SEARCH) -> tuple[list[TrialRecord], list[DamagedRecord]]:
+        """(the records of `role` that read, by number; a DamagedRecord per one that does
         not, by folder): what `export` and `report` go on with, and what they skipped."""
         out, damaged = [], []
         for d in self.storage.list_dirs(self.name):
-            if d.startswith("trial_") and self.storage.exists(self.name, d, TRIAL_FILE):
+            if d.startswith(_PREFIX[role]) and self.storage.exists(self.name, d, TRIAL_FILE):
                 try:
                     out.append(self._trial(d))
                 except DamagedRecord as e:
@@ -253,7 +269,10 @@ class SweepRecord:
         if problem is None:
             problem = ("it holds no JSON object" if not isinstance(d, dict)
                        else _check_fields(d, _TRIAL_FIELDS, _TRIAL_OPTIONAL))
-        if problem is None and folder_of(d["key"]) != folder:
+        if problem is None and d.get("role", SEARCH) not in _PREFIX:
+            problem = (f"its field `role` must be {SEARCH} or {FINALIST}, but is "
+                       f"{json.dumps(d['role'])[:80]}")
+        if problem is None and folder_of(d["key"], d.get("role", SEARCH)) != folder:
             problem = f"its `key` {d['key']!r} is not its folder's ({folder})"
         if problem is None and not all(isinstance(r, dict) for r in d.get("reports", [])):
             problem = "its field `reports` must be a list of objects, but one is not"

@@ -15,37 +15,31 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from search_spaces import make_define_by_run, space_to_yaml
 from smpl_core.config import SMPLConfig
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
-from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.resume import restart_points
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.storage import SweepStorage
 from tune_smpl.sweep.study import (
+    STUDY_FILE,
     build_study,
     check_numbers,
     make_sampler,
     sampler_settings,
     startup_trials,
+    study_file,
 )
 from tune_smpl.sweep.tracking import Tracking
-from tune_smpl.sweep.tuner import build_tuner
+from tune_smpl.sweep.tuner import build_finalist_tuner, build_tuner
 
 log = logging.getLogger(__name__)
-STUDY_FILE = "optuna.db"
-
-
-def study_file(storage: SweepStorage, name: str) -> Path:
-    """The SQLite study optuna-dashboard opens: in the sweep folder on a local storage, else
-    on this machine under ./runs/<name>/ (a copy goes to the storage at the end)."""
-    if storage.local:
-        return Path(storage.path(name, STUDY_FILE))
-    return Path("runs").resolve() / name / STUDY_FILE
 
 
 def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
@@ -65,32 +59,49 @@ class SweepResult:
     """What one command's run of a sweep left in its record."""
 
     record: SweepRecord
-    trials: list[TrialRecord]  # every trial of the sweep, by number
+    trials: list[TrialRecord]  # every search trial of the sweep, by number
     status: str  # finished | interrupted
     wall_s: float  # the sweep's wall time over all the command's runs of it
-    left: list[TrialRecord]  # the unfinished (interrupted) trials; empty when finished
+    left: list[TrialRecord]  # the unfinished (interrupted) trials and runs; empty when finished
+    steps: int = 0  # a full trial's steps (a finalist run's measure is taken there)
+    finalist_runs: list[TrialRecord] = field(default_factory=list)
+    stage: dict | None = None  # the finalist stage's plan and status (sweep.json), if any
+
+    @property
+    def pick(self) -> F.Pick:
+        return F.pick(self.trials, self.finalist_runs, self.stage, self.steps)
 
     @property
     def best(self) -> TrialRecord | None:
-        return O.best(self.trials)
+        return self.pick.trial
 
     def figures(self) -> dict[str, float]:
         """The sweep's own numbers: the parent run's only metrics."""
         out: dict[str, float] = {f"trials_{o}": n for o, n in O.counts(self.trials).items()}
         out.update(trials=len(self.trials), wall_s=round(self.wall_s, 2),
                    trial_seconds=round(sum(t.seconds for t in self.trials), 2))
-        if self.best is not None:
-            out[f"best_{O.METRIC}"] = O.score(self.best.reports)[0]
+        if self.stage is not None:
+            out.update({f"finalist_runs_{o}": n
+                        for o, n in O.counts(self.finalist_runs).items()},
+                       finalist_runs=len(self.finalist_runs),
+                       finalist_seconds=round(sum(t.seconds for t in self.finalist_runs), 2))
+        pick = self.pick
+        if pick.trial is not None:
+            out[f"best_{O.METRIC}"] = pick.value
+            out.update(pick.figures())
         return out
 
     def best_checkpoint(self) -> str | None:
-        """The URI of the checkpoint of the best trial's best report (else its newest
-        checkpoint); None without a best trial or a checkpoint."""
-        top = self.best
-        if top is None:
+        """The URI of the checkpoint of the best model: the winning finalist's run on the
+        stage's first seed (its final report), else the best search trial's best report
+        (else its newest checkpoint); None without a best or a checkpoint."""
+        pick = self.pick
+        if pick.trial is None:
             return None
-        storage, folder = self.record.storage, (self.record.name, top.name)
-        names = [top.best_report().get("checkpoint_dir_name")] + sorted(
+        t = pick.model_run or pick.trial
+        row = t.last if pick.model_run else t.best_report()
+        storage, folder = self.record.storage, (self.record.name, t.name)
+        names = [row.get("checkpoint_dir_name")] + sorted(
             (d for d in storage.list_dirs(*folder) if d.startswith("checkpoint_")),
             reverse=True)
         for name in names:
@@ -102,8 +113,8 @@ class SweepResult:
 def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: SweepSettings,
               tracking: Tracking) -> SweepResult:
     meta = record.meta()
-    trials = record.trials()
-    restore = restart_points(record, trials)
+    trials, runs = record.trials(), record.finalists()
+    restore = restart_points(record, trials + runs)
     n_startup = meta["sampler"].get("sampler_startup_trials", 0)
     db = study_file(record.storage, settings.name)
     # Each run of the command draws on: a resumed sweep re-seeded as it started would
@@ -116,29 +127,72 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     deadline = time.time() + max(0.0, budget - meta["wall_s"]) if budget else None
     ledger = Ledger(record, trials, study, make_define_by_run(space), base.to_dict(),
                     sampler=settings.sampler, n_startup=n_startup, steps=base.steps,
-                    deadline=deadline, tracking=tracking, restore=restore)
-    tracking.reconcile(trials)
+                    deadline=deadline, tracking=tracking, restore=restore, finalists=runs)
+    tracking.reconcile(trials + runs)
     meta.update(status="running", runs=meta["runs"] + 1)
     record.save_meta(meta)
     remaining = settings.num_samples - sum(t.finished for t in trials)
-    t0, interrupted = time.time(), False
-    if remaining > 0:
-        # Ray's own Ctrl-C handler ends trials as TERMINATED and prints its own resume line;
-        # without it a Ctrl-C reaches us as KeyboardInterrupt, and the ledger decides.
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        try:
+    t0 = time.time()
+    # Ray's own Ctrl-C handler ends trials as TERMINATED and prints its own resume line;
+    # without it a Ctrl-C reaches us as KeyboardInterrupt, and the ledger decides.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def search():
+        if remaining > 0:
             build_tuner(base, space, settings, ledger, remaining).fit()
-        except KeyboardInterrupt:
-            interrupted = True
+
+    def finalists():
+        _plan_finalists(record, meta, ledger, settings)
+        if ledger.queue_finalists() and not ledger.budget_spent():
+            build_finalist_tuner(base, space, settings, ledger, len(ledger.queue)).fit()
+
+    left = _stage(ledger, search)
+    if not left and settings.finalists:
+        left = _stage(ledger, finalists)
     with _no_sigint():  # a second Ctrl-C must not cut the bookkeeping short
-        left = ledger.settle(interrupted)
+        runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
+        if "finalists" in meta:
+            meta["finalists"]["status"] = (
+                "interrupted" if left else "cut_by_budget"
+                if any(t.outcome == O.CUT_BY_BUDGET for t in runs) else "done")
         meta["wall_s"] += time.time() - t0
         meta["status"] = "interrupted" if left else "finished"
         record.save_meta(meta)
         if not left and not record.storage.local:
             _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
-                       meta["status"], meta["wall_s"], left)
+                       meta["status"], meta["wall_s"], left, base.steps, runs,
+                       meta.get("finalists"))
+
+
+def _stage(ledger: Ledger, work) -> list[TrialRecord]:
+    """Run one stage of the sweep; then settle what it left (the interrupted ones)."""
+    interrupted = False
+    try:
+        work()
+    except KeyboardInterrupt:
+        interrupted = True
+    with _no_sigint():
+        return ledger.settle(interrupted)
+
+
+def _plan_finalists(record: SweepRecord, meta: dict, ledger: Ledger,
+                    settings: SweepSettings) -> None:
+    """The stage's plan, made once (kept in sweep.json before any run is recorded), and a
+    record for each planned run that has none yet (a stage interrupted while planning)."""
+    if "finalists" not in meta:
+        meta["finalists"] = F.plan(list(ledger.trials.values()), settings.finalists,
+                                   settings.finalist_seeds, int(ledger.base["seed"]))
+        record.save_meta(meta)
+    new = []
+    for number, (of, seed) in enumerate(F.planned_runs(meta["finalists"])):
+        key = F.run_key(of, seed)
+        if key not in ledger.finalists:
+            trial = ledger.trials[of]
+            new.append(TrialRecord(key=key, number=number, params=dict(trial.params),
+                                   distributions={}, config={**trial.config, "seed": seed},
+                                   proposed_by=FINALIST, role=FINALIST, finalist_of=of))
+    ledger.add_finalists(new)
 
 
 def _copy_study(record: SweepRecord, db: Path) -> None:

@@ -1,4 +1,5 @@
-"""Ray's searcher of a sweep: each suggestion is one `study.ask()` through the ledger.
+"""Ray's searchers of a sweep: each search suggestion is one `study.ask()` through the
+ledger; each finalist suggestion is the ledger's next planned finalist run.
 
 Ray's own OptunaSearch keeps a second copy of the study's trials and decides their states
 itself; here the ledger owns both (see `ledger.Ledger`), and this class only hands Ray the
@@ -35,3 +36,11 @@ class SweepSearcher(Searcher):
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+class FinalistSearcher(SweepSearcher):
+    """The finalist stage: the planned runs the ledger queued, in order; no study."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = self.ledger.new_finalist(trial_id)
+        return Searcher.FINISHED if config is None else config

@@ -31,6 +31,8 @@ class SweepSettings:
     num_cpus: int | None = None  # offered by a Ray started here (--num-cpus); a resume reuses
     num_gpus: int | None = None  # them, so a sweep on logical GPUs resumes on logical GPUs
     fixed: list[str] = field(default_factory=list)  # searched fields fixed by --set
+    finalists: int = 0  # the K best search trials retrained when the search ends (0: none)
+    finalist_seeds: int = 2  # fresh seeds per finalist
 
     def as_params(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -48,9 +50,14 @@ class SweepSettings:
                                  ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2),
                                  ("--max-concurrent", self.max_concurrent, 0),
-                                 ("--max-failures", self.max_failures, 0)):
+                                 ("--max-failures", self.max_failures, 0),
+                                 ("--finalists", self.finalists, 0),
+                                 ("--finalist-seeds", self.finalist_seeds, 1)):
             if value < low:
                 raise ConfigError(f"`{flag}` must be >= {low}, but got {flag}={value}.")
+        if self.finalists > self.num_samples:
+            raise ConfigError(f"`--finalists` must be at most --num-samples "
+                              f"({self.num_samples}), but got --finalists={self.finalists}.")
         if self.memory_per_trial_gb is not None and self.memory_per_trial_gb <= 0:
             raise ConfigError(f"`--memory-per-trial` must be > 0 GB, but got "
                              f"--memory-per-trial={self.memory_per_trial_gb:g}.")

@@ -19,8 +19,18 @@ from optuna.trial import TrialState, create_trial
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import METRIC, OPTUNA_STATE, score
 from tune_smpl.sweep.record import TrialRecord
+from tune_smpl.sweep.storage import SweepStorage
 
 SAMPLERS = ("tpe", "random", "gp")
+STUDY_FILE = "optuna.db"
+
+
+def study_file(storage: SweepStorage, name: str) -> Path:
+    """The SQLite study optuna-dashboard opens: in the sweep folder on a local storage, else
+    on this machine under ./runs/<name>/ (a copy goes to the storage at the end)."""
+    if storage.local:
+        return Path(storage.path(name, STUDY_FILE))
+    return Path("runs").resolve() / name / STUDY_FILE
 
 
 def startup_trials(num_samples: int, max_concurrent: int) -> int:

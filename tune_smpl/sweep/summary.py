@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 
+from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 
 
@@ -35,23 +36,33 @@ def print_interrupted(result, settings) -> None:
           f"{resume_command(settings)}", flush=True)
 
 
+def _outcomes(records, always=O.SCORED) -> str:
+    n = O.counts(records)
+    return ", ".join(f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o] or o in always)
+
+
 def print_finished(result, settings, tracking_uri: str | None) -> None:
-    """The outcomes, the proposals, the best trial and the commands a user runs next; when
-    no trial gave a measurement, why (on stderr)."""
+    """The outcomes, the proposals, the best trial (how much to trust it) and the commands
+    a user runs next; when no trial gave a measurement, why (on stderr)."""
     trials, n = result.trials, O.counts(result.trials)
-    print(f"\nsweep {settings.name} finished: {len(trials)} trials: " + ", ".join(
-        f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o] or o in O.SCORED))
+    print(f"\nsweep {settings.name} finished: {len(trials)} trials: {_outcomes(trials)}")
     print(f"proposals: {proposals(trials)}")
-    top = result.best
+    if result.stage is not None:
+        print_finalists(result)
+    pick = result.pick
+    top = pick.trial
     if top is None:
         print("no trial gave a measurement of val_accuracy (" + ", ".join(
             f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o]) + "); a failed trial's reason "
               f"is `error` in trial_<key>/trial.json under {result.record.uri}",
               file=sys.stderr)
         return
-    value, row = O.score(top.reports)
-    print(f"best {O.METRIC} {value:.4f} (trial {top.key}, {top.outcome}; its best report at "
-          f"step {row.get('step')}):")
+    if pick.measure == F.MEASURE:
+        print(f"best {O.METRIC} {pick.value:.4f} (finalist {top.key}: {pick.note}):")
+    else:
+        row = top.best_report()
+        print(f"best {O.METRIC} {pick.value:.4f} (trial {top.key}, {top.outcome}; its best "
+              f"report at step {row.get('step')}; {pick.note}):")
     for k in sorted(top.params):
         print(f"  {k}: {top.params[k]}")
     print(f"export it:  tune-smpl export {settings.name} --storage-path "
@@ -59,3 +70,22 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
           f"train it:   tune-smpl train --config best.yaml --eval-test"
           + (f"\nbrowse:     tune-smpl ui --tracking-uri {shlex.quote(tracking_uri)}"
              if tracking_uri else ""))
+
+
+def print_finalists(result) -> None:
+    """The finalist stage: its runs' outcomes, then per finalist what it promised in the
+    search and what it delivered on fresh seeds."""
+    stage, runs = result.stage, result.finalist_runs
+    cut = " (cut by the budget)" if stage.get("status") == "cut_by_budget" else ""
+    print(f"finalists: the {len(stage['of'])} best trial(s) x {len(stage['seed_values'])} "
+          f"fresh seed(s) {stage['seed_values']}: {len(runs)} runs: "
+          f"{_outcomes(runs, always=(O.COMPLETED,))}{cut}")
+    for f in result.pick.ranked or F.finalists(stage, result.trials, runs, result.steps):
+        if not f.values:
+            print(f"  {f.key}: promised {f.promised:.4f}, delivered nothing "
+                  f"(0 of {f.planned} runs reached step {result.steps})")
+            continue
+        mean, sd, lo, hi = f.summary()
+        print(f"  {f.key}: promised {f.promised:.4f}, delivered {mean:.4f} +- {sd:.4f} "
+              f"[{lo:.4f}, {hi:.4f}] over {f.n} of {f.planned} seeds "
+              f"(optimism {f.promised - mean:+.4f})")

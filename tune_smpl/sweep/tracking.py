@@ -38,8 +38,11 @@ class Tracking:
 
     # --- trials ----------------------------------------------------------------
     def open_trial(self, trial) -> None:
+        tags = {"role": trial.role}
+        if trial.finalist_of is not None:
+            tags.update(finalist_of=trial.finalist_of, seed=trial.config.get("seed"))
         self._call(SweepRecorder.open_trial, trial_id=trial.key, trial_name=trial.name,
-                   config=trial.config, status="pending", resumes=trial.resumes)
+                   config=trial.config, status="pending", resumes=trial.resumes, tags=tags)
 
     def tag_trial(self, key: str, **tags: Any) -> None:
         for tag, value in tags.items():
@@ -61,11 +64,15 @@ class Tracking:
 
     # --- the sweep ---------------------------------------------------------------
     def end_sweep(self, *, status: str, sweep_status: str, figures: Mapping[str, float],
-                  best: Mapping[str, Any] | None = None, model: Any = None) -> None:
-        """Close the parent run (and any child still open) with the sweep's figures,
-        its best trial and model, and `sweep_status` as a tag."""
+                  best: Mapping[str, Any] | None = None, model: Any = None,
+                  measure: str | None = None) -> None:
+        """Close the parent run (and any child still open) with the sweep's figures, its
+        best trial and model, and `sweep_status` (and the best's `measure`) as tags."""
+        tags = {"sweep_status": sweep_status}
+        if measure:
+            tags["best_measure"] = measure
         self._call(SweepRecorder.end_sweep, best=best, model=model, status=status,
-                   figures=figures, tags={"sweep_status": sweep_status})
+                   figures=figures, tags=tags)
 
     def log_report(self, folder: str, description: str) -> None:
         self._call(SweepRecorder.log_report, folder=folder, description=description)
