@@ -80,7 +80,7 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"`experiment_name` must be a non-empty string, but got "
-                         f"experiment_name={name!r}.")
+                          f"experiment_name={name!r}.")
     with _first_use_lock(tracking_uri):
         return _ensure(MlflowClient(tracking_uri), tracking_uri, name, artifact_location)
 
@@ -135,7 +135,7 @@ def _ensure(client: MlflowClient, tracking_uri: str, name: str,
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
     raise ConfigError(f"MLflow experiment {name!r} could not be created or found in "
-                     f"{tracking_uri}.")
+                      f"{tracking_uri}.")
 
 
 def check_store(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -165,7 +165,7 @@ def _check_http(uri: str, timeout_s: float) -> None:
     except urllib.error.HTTPError as e:
         if e.code >= 500:  # anything below means something is there and answering
             raise ConfigError(f"MLflow tracking store {uri} is not reachable: "
-                             f"GET /health answered HTTP {e.code}.") from None
+                              f"GET /health answered HTTP {e.code}.") from None
     except OSError as e:  # URLError and socket timeouts are OSErrors
         reason = getattr(e, "reason", None) or e
         if isinstance(reason, TimeoutError):
@@ -181,8 +181,8 @@ def _check_sqlite(uri: str) -> None:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"MLflow tracking store {uri} is not writable: cannot create "
-                         f"{db.parent} ({e.strerror or e}).") from None
+                          f"{db.parent} ({e.strerror or e}).") from None
     target = db if db.exists() else db.parent
     if not os.access(target, os.W_OK):
         raise ConfigError(f"MLflow tracking store {uri} is not writable: {target} "
-                         f"denies writes.")
+                          f"denies writes.")

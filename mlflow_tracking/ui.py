@@ -61,8 +61,8 @@ def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> 
     """argv for `python -m mlflow ui` on `tracking_uri` (a local store, not a server)."""
     if tracking_uri.startswith(("http://", "https://")):
         raise ConfigError(f"`tracking_uri` must be a local store (sqlite:///...) to start a UI "
-                         f"on, but got tracking_uri={tracking_uri!r}, which is already a "
-                         f"server: open it in a browser.")
+                          f"on, but got tracking_uri={tracking_uri!r}, which is already a "
+                          f"server: open it in a browser.")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"`port` must be an integer in 1..65535, but got port={port!r}.")
     if not isinstance(host, str) or not host:

@@ -111,7 +111,7 @@ def quoted(value: str, what: str) -> str:
     """`value` as a search-filter string literal; quotes cannot be escaped there."""
     if not isinstance(value, str) or not value or "'" in value or "\n" in value:
         raise ConfigError(f"`{what}` must be a non-empty string without ' or newlines, "
-                         f"but got {what}={value!r}.")
+                          f"but got {what}={value!r}.")
     return f"'{value}'"
 
 

@@ -50,7 +50,7 @@ def _check_steps_cap(space: dict[str, ParamSpec], steps: int, src: str) -> None:
             key, value = ("choices", list(spec.choices)) if spec.type == "categorical" else (
                 "high", spec.high)
             raise ConfigError(f"{src}: `{name}`: `{key}` must be <= steps={steps} (write "
-                             f"`high: steps` to follow the budget), but got {key}={value!r}.")
+                              f"`high: steps` to follow the budget), but got {key}={value!r}.")
 
 
 def _check_config_values(space: dict[str, ParamSpec], base: dict[str, Any], src: str) -> None:
@@ -70,7 +70,7 @@ def _check_config_values(space: dict[str, ParamSpec], base: dict[str, Any], src:
                 SMPLConfig.from_dict(cfg)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{src}: `{name}`: {label}={value!r} is not a valid value: "
-                                 f"{e}") from None
+                                  f"{e}") from None
 
 
 def _number(v: Any) -> bool:
@@ -101,4 +101,4 @@ def check_clamp_order(space: dict[str, ParamSpec], values: dict[str, Any], src: 
              "clamp_max" in space else f"{given} {other[0]}={other[1]!r}")
     side = "<" if name == "clamp_min" else ">"
     raise ConfigError(f"{src}: `{name}`: `{key}` must be {side} {where} (clamp ranges must not "
-                     f"overlap: clamp_min < clamp_max for every sample), but got {key}={got!r}.")
+                      f"overlap: clamp_min < clamp_max for every sample), but got {key}={got!r}.")

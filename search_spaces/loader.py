@@ -67,11 +67,11 @@ def _locate(arg: str) -> tuple[Path, str]:
     if path.suffix in (".yaml", ".yml") or "/" in arg or path.exists():
         why = "a directory" if path.exists() else "no such file"
         raise ConfigError(f"`--space` must be a preset ({listed}) or an existing YAML file, "
-                         f"but got --space={arg!r} ({why}).")
+                          f"but got --space={arg!r} ({why}).")
     close = difflib.get_close_matches(arg, names, n=1, cutoff=0.5)
     hint = f"; did you mean `{close[0]}`?" if close else "."
     raise ConfigError(f"`--space` must be a preset ({listed}) or a YAML file, but got "
-                     f"--space={arg!r}{hint}")
+                      f"--space={arg!r}{hint}")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -103,11 +103,11 @@ def _read_yaml(path: Path, src: str) -> dict[Any, Any]:
         raise ConfigError(f"malformed YAML in {where}: {problem}") from None
     except OSError as e:
         raise ConfigError(f"`--space` must be a readable file, but got --space={src!r} "
-                         f"({e.strerror}).") from None
+                          f"({e.strerror}).") from None
     if not isinstance(data, dict) or not data:
         got = "nothing" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{src} must hold a non-empty mapping of config fields to search "
-                         f"specs, but holds {got}.")
+                          f"specs, but holds {got}.")
     return data
 
 
@@ -118,10 +118,10 @@ def _read_space(path: Path, src: str, steps: int, seen: tuple[str, ...]) -> dict
     if parent is not None:
         if parent not in presets():
             raise ConfigError(f"{src}: `extends` must be a preset ({', '.join(presets())}), "
-                             f"but got extends={parent!r}.")
+                              f"but got extends={parent!r}.")
         if parent in seen:  # a preset extending itself, directly or not
             raise ConfigError(f"{src}: `extends` must not loop back to {parent}, but got "
-                             f"extends={parent!r} (chain: {' -> '.join(seen)}).")
+                              f"extends={parent!r} (chain: {' -> '.join(seen)}).")
         space.update(_read_space(PRESET_DIR / f"{parent}.yaml", f"presets/{parent}.yaml",
                                  steps, seen + (parent,)))
     for name, raw in data.items():
@@ -135,10 +135,10 @@ def _parse_param(src: str, name: Any, raw: Any, steps: int) -> ParamSpec:
         raise ConfigError(f"{src}: {unknown_key_message(str(name), fields, 'config')}")
     if name in UNSEARCHABLE:
         raise ConfigError(f"{src}: `{name}` cannot be searched ({UNSEARCHABLE[name]}); set it "
-                         f"with --set {name}=...")
+                          f"with --set {name}=...")
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: `{name}` must be a mapping of {', '.join(KEYS)}, but got "
-                         f"{name}={raw!r}.")
+                          f"{name}={raw!r}.")
     for key in raw:
         if key not in KEYS:
             message = unknown_key_message(str(key), list(KEYS), "param")

@@ -83,7 +83,7 @@ class ParamSpec:
             v = getattr(self, key)
             if v is None:
                 raise ConfigError(f"`{key}` must be given for type {self.type}, "
-                                 f"but got no `{key}`.")
+                                  f"but got no `{key}`.")
             if self.type == "int" and not _is_int(v):
                 _fail(key, "an integer for type int", v)
             if self.type == "float":

@@ -48,7 +48,7 @@ def check_port(host: str, port: int) -> None:
             s.bind((host, port))
     except OSError as e:
         raise ConfigError(f"`--port` must be free on --host {host}, but got --port={port} "
-                         f"({e.strerror or e}).") from None
+                          f"({e.strerror or e}).") from None
 
 
 def run(args: argparse.Namespace) -> int:

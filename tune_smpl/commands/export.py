@@ -102,7 +102,7 @@ def _write(path: str, text: str) -> None:
         p.write_text(text)
     except OSError as e:
         raise ConfigError(f"`--output` must be a writable path, but got --output={path!r} "
-                         f"({e.strerror or e}).") from None
+                          f"({e.strerror or e}).") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if args.metric not in reported and trials:
         raise ConfigError(f"`--metric` must be one the trials reported "
-                         f"({', '.join(reported)}), but got --metric={args.metric!r}.")
+                          f"({', '.join(reported)}), but got --metric={args.metric!r}.")
     ranked = O.rank(trials, args.metric, args.mode)
     pick = None
     if (args.metric, args.mode) == (O.METRIC, O.MODE):  # the sweep's own best, as it chose
@@ -133,8 +133,8 @@ def run(args: argparse.Namespace) -> int:
     if not ranked:
         also = f" ({len(damaged)} damaged trial record(s) skipped)" if damaged else ""
         raise ConfigError(f"`sweep` must have a trial that completed, stopped early or was cut "
-                         f"by the budget with a measurement, but sweep={args.sweep!r} has "
-                         f"none{also}.")
+                          f"by the budget with a measurement, but sweep={args.sweep!r} has "
+                          f"none{also}.")
     for i, t in enumerate(ranked[:args.top], 1):
         text = render(t, args.metric, args.mode, record, args.format,
                       _run_id(args.tracking_uri, meta, args.sweep, t.key), damaged, pick)

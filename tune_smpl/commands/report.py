@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"`--output` must be a folder that can be written, but got "
-                         f"--output={str(out)!r} ({e.strerror or e}).") from None
+                          f"--output={str(out)!r} ({e.strerror or e}).") from None
     rep = build_report(record, out, args.storage_path)
     view = rep.view
     if view.damaged:

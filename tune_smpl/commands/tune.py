@@ -81,13 +81,13 @@ def prepare(args: argparse.Namespace):
     settings.validate()
     if not space:
         raise ConfigError("`--space` must leave at least one field to search, but --set fixed "
-                         "every one of them.")
+                          "every one of them.")
     from tune_smpl.sweep.record import SweepRecord
     from tune_smpl.sweep.storage import SweepStorage
 
     if SweepRecord(SweepStorage(storage), name).exists():
         raise ConfigError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
-                         f"which already exists in {storage}.")
+                          f"which already exists in {storage}.")
     return base, space, settings, None
 
 
@@ -105,7 +105,7 @@ def _prepare_resume(args, storage: str):
     if not args.name:
         found = sweeps_in(SweepStorage(storage))
         raise ConfigError("`--resume` needs `--name` of the sweep to resume; found: "
-                         f"{', '.join(found) or 'none'}.")
+                          f"{', '.join(found) or 'none'}.")
     record = open_sweep(storage, args.name, what="--name")
     meta = record.meta()
     record.trials()  # a damaged trial record refuses the resume here, before Ray starts

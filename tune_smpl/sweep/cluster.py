@@ -52,7 +52,7 @@ def _wait_for(address: str, timeout: float) -> None:
             last = e
             time.sleep(0.5)
     raise ConfigError(f"`--address` must be a running Ray cluster, but --address={address!r} did "
-                     f"not answer within {timeout:.0f} s ({last}).")
+                      f"not answer within {timeout:.0f} s ({last}).")
 
 
 def ray_temp_dir() -> str:
@@ -83,7 +83,7 @@ def connect(address: str | None, num_cpus: int | None = None,
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError) as e:
             raise ConfigError(f"`--address` must be a running Ray cluster, but connecting to "
-                             f"--address={address!r} failed: {str(e).splitlines()[0]}") from None
+                              f"--address={address!r} failed: {str(e).splitlines()[0]}") from None
     else:
         # Only for the Ray this command starts (no cluster, no tokens): joining a cluster
         # (`--address`) keeps the caller's RAY_AUTH_MODE, which token auth needs.
@@ -109,19 +109,19 @@ def check_resources(info: ClusterInfo, gpus_per_trial: float, cpus_per_trial: fl
         bad = ("--gpus-per-trial", gpus_per_trial) if gpus_per_trial < 0 else (
             "--cpus-per-trial", cpus_per_trial)
         raise ConfigError(f"`{bad[0]}` must be {'>= 0' if bad[0][2] == 'g' else '> 0'}, "
-                         f"but got {bad[0]}={bad[1]}.")
+                          f"but got {bad[0]}={bad[1]}.")
     if gpus_per_trial > 0 and info.gpus == 0:
         raise ConfigError(f"`--gpus-per-trial` must be 0 on a cluster without GPUs, but got "
-                         f"--gpus-per-trial={gpus_per_trial:g} ({info.describe()}).")
+                          f"--gpus-per-trial={gpus_per_trial:g} ({info.describe()}).")
     if gpus_per_trial > info.max_node_gpus:
         raise ConfigError(f"`--gpus-per-trial` must be at most {info.max_node_gpus:g} (the most "
-                         f"GPUs on one node), but got --gpus-per-trial={gpus_per_trial:g}.")
+                          f"GPUs on one node), but got --gpus-per-trial={gpus_per_trial:g}.")
     if cpus_per_trial > info.max_node_cpus:
         raise ConfigError(f"`--cpus-per-trial` must be at most {info.max_node_cpus:g} (the most "
-                         f"CPUs on one node), but got --cpus-per-trial={cpus_per_trial:g}.")
+                          f"CPUs on one node), but got --cpus-per-trial={cpus_per_trial:g}.")
     if gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial):
         raise ConfigError(f"`--gpus-per-trial` must be a whole number above 1, but got "
-                         f"--gpus-per-trial={gpus_per_trial:g}.")
+                          f"--gpus-per-trial={gpus_per_trial:g}.")
 
 
 def default_gpus_per_trial(info: ClusterInfo) -> float:

@@ -207,8 +207,8 @@ class SweepRecord:
         if not self.storage.create_new(json.dumps(meta, indent=1, default=str),
                                        self.name, SWEEP_FILE):
             raise ConfigError(f"`--name` must be new (or pass --resume), but got "
-                             f"--name={self.name!r}, which is in use "
-                             f"({self.storage.uri(self.name, SWEEP_FILE)} exists).")
+                              f"--name={self.name!r}, which is in use "
+                              f"({self.storage.uri(self.name, SWEEP_FILE)} exists).")
         self.storage.write_text(space_yaml, self.name, SPACE_FILE)
 
     def meta(self) -> dict:
@@ -303,5 +303,5 @@ def open_sweep(storage_path: str, name: str, what: str = "sweep") -> SweepRecord
     if not record.exists():
         found = sweeps_in(storage)
         raise ConfigError(f"`{what}` must be a sweep in {storage.uri()}, but got "
-                         f"{what}={name!r}; found: {', '.join(found) or 'none'}.")
+                          f"{what}={name!r}; found: {', '.join(found) or 'none'}.")
     return record

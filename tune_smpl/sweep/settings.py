@@ -45,7 +45,7 @@ class SweepSettings:
     def validate(self) -> None:
         if not NAME_RE.match(self.name):
             raise ConfigError(f"`--name` must be letters, digits, '.', '_' or '-' (up to 100), "
-                             f"but got --name={self.name!r}.")
+                              f"but got --name={self.name!r}.")
         for flag, value, low in (("--num-samples", self.num_samples, 1),
                                  ("--grace-period", self.grace_period, 1),
                                  ("--reduction-factor", self.reduction_factor, 2),
@@ -60,11 +60,11 @@ class SweepSettings:
                               f"({self.num_samples}), but got --finalists={self.finalists}.")
         if self.memory_per_trial_gb is not None and self.memory_per_trial_gb <= 0:
             raise ConfigError(f"`--memory-per-trial` must be > 0 GB, but got "
-                             f"--memory-per-trial={self.memory_per_trial_gb:g}.")
+                              f"--memory-per-trial={self.memory_per_trial_gb:g}.")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"`--time-budget` must be > 0 seconds, but got "
-                             f"--time-budget={self.time_budget_s:g}.")
+                              f"--time-budget={self.time_budget_s:g}.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
-                             f"--sampler={self.sampler!r}.")
+                              f"--sampler={self.sampler!r}.")
 

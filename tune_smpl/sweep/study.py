@@ -48,7 +48,7 @@ def make_sampler(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSa
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup)
     if kind != "tpe":
         raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
-                         f"--sampler={kind!r}.")
+                          f"--sampler={kind!r}.")
     # multivariate: the knobs interact (threshold with beta_zero, lr with warm-up);
     # constant_liar: trials in flight count as bad guesses, so parallel trials spread out.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup,
