@@ -72,7 +72,8 @@ def test_sweep_in_a_bucket_resumes_and_exports_from_elsewhere(s3, tmp_path):
     sets = sum((["--set", s] for s in ("steps=60", "eval_every=20", "batch_size=16", "mu=2",
                                        "val_size=100")), [])
     proc = subprocess.Popen(_tune(first, s3, mlflow_uri, "--name", "s3sweep",
-                                  "--num-samples", "3", "--grace-period", "3", *sets),
+                                  "--num-samples", "3", "--grace-period", "3",
+                                  "--finalists", "1", "--finalist-seeds", "1", *sets),
                             cwd=first, env=_env("s3"), text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -108,10 +109,16 @@ def test_sweep_in_a_bucket_resumes_and_exports_from_elsewhere(s3, tmp_path):
               key=lambda t: max(r["val_accuracy"] for r in t.reports))
     text = (third / "best.yaml").read_text()
     assert f"trial_id: {top.key}" in text and "endpoint_override=" in text  # checkpoint URI
+    # The finalist stage (the best trial on one fresh seed) ran from the resumed driver,
+    # its record in the bucket beside the trials'; with one finalist it is the winner.
+    runs = record.finalists()
+    assert [(r.finalist_of, r.outcome) for r in runs] == [(top.key, "completed")]
+    assert record.meta()["finalists"]["status"] == "done"
+    assert "best final val_accuracy at steps" in text
     parent, children = views.mlflow_runs(mlflow_uri, "s3sweep")
-    assert sorted(children) == [t.key for t in trials]
+    assert sorted(views.search_children(children)) == [t.key for t in trials]
     assert {k: c.data.tags["trial_status"] for k, c in children.items()} == {
-        t.key: t.outcome for t in trials}
+        t.key: t.outcome for t in trials + runs}
     assert parent.data.tags["best_trial_id"] == top.key and parent.info.status == "FINISHED"
     # The study's copy lives in the bucket too (optuna-dashboard can open a download).
     study_copy = tmp_path / "optuna.db"
