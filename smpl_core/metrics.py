@@ -11,7 +11,7 @@ window's feedback h gets the diagnostics that say whether the meta term does any
 - `train/mpl_grad_ratio`:    ||grad of mpl_weight * L_mpl|| / ||grad of L_uda|| at the
                              second update, measured on the window's last step only
 
-h is the raw feedback (before the moving-average baseline is subtracted), as
+h is the raw feedback (before the baseline, scale, clip and control of smpl_core.feedback), as
 `train/feedback`.
 """
 
