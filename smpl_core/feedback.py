@@ -125,7 +125,11 @@ class FeedbackState:
         self.mean = st["mean"].to(dev)
         self.ring = st["ring"].to(dev).clone()
         self.count = int(st["count"])
-        self.generator.set_state(st["generator"].cpu())
+        try:
+            self.generator.set_state(st["generator"].cpu())
+        except RuntimeError:  # written on another device type (CPU <-> CUDA generators):
+            # no bit-for-bit continuation is possible there anyway; go on deterministically.
+            self.generator.manual_seed(self.count)
 
 
 def apply(h: torch.Tensor, state: FeedbackState | torch.Tensor, lr: float, cfg: SMPLConfig):

@@ -135,6 +135,20 @@ def test_state_dict_round_trips_through_weights_only_load():
         assert torch.equal(fa, fb)
 
 
+def test_a_generator_state_of_another_device_type_reseeds_deterministically():
+    cfg = _cfg("raw", "shuffled")
+    a = FeedbackState("cpu", seed=1)
+    for h in (0.01, -0.02, 0.005):
+        a.signal(torch.tensor(h), 0.1, cfg)
+    st = {**a.state_dict(), "generator": torch.zeros(16, dtype=torch.uint8)}  # CUDA-sized
+    b, c = FeedbackState("cpu"), FeedbackState("cpu")
+    b.load_state_dict(st)
+    c.load_state_dict(st)
+    assert b.count == 3 and torch.equal(b.ring, a.ring)
+    assert torch.equal(b.signal(torch.tensor(0.3), 0.1, cfg), c.signal(torch.tensor(0.3), 0.1,
+                                                                          cfg))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_signal_does_not_sync_the_host():
     st = FeedbackState("cuda", seed=0, history=4)
