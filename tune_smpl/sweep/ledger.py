@@ -159,12 +159,13 @@ class Ledger:
                               budget_spent=self.budget_spent()), error)
 
     # --- the end of a command ------------------------------------------------------
-    def settle(self, interrupted: bool) -> list[TrialRecord]:
-        """Every trial this command knows that has no outcome yet: interrupted (Ctrl-C, a
-        second one, or Ray ending without finishing them) until `--resume`; cut by the
-        budget when the budget ended the sweep. Returns the interrupted ones."""
+    def settle(self, interrupted: bool, finalists: bool = False) -> list[TrialRecord]:
+        """Every search trial (with `finalists`: every finalist run) this command knows that
+        has no outcome yet: interrupted (Ctrl-C, a second one, or Ray ending without
+        finishing them) until `--resume`; cut by the budget when the budget ended the sweep.
+        Returns the interrupted ones."""
         out = []
-        for t in [*self.trials.values(), *self.finalists.values()]:
+        for t in (self.finalists if finalists else self.trials).values():
             if t.finished:
                 continue
             if not interrupted and self.budget_spent():

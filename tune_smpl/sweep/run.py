@@ -148,7 +148,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
 
     left = _stage(ledger, search)
     if not left and settings.finalists:
-        left = _stage(ledger, finalists)
+        left = _stage(ledger, finalists, finalist_stage=True)
     with _no_sigint():  # a second Ctrl-C must not cut the bookkeeping short
         runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
         if "finalists" in meta:
@@ -165,7 +165,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
                        meta.get("finalists"))
 
 
-def _stage(ledger: Ledger, work) -> list[TrialRecord]:
+def _stage(ledger: Ledger, work, finalist_stage: bool = False) -> list[TrialRecord]:
     """Run one stage of the sweep; then settle what it left (the interrupted ones)."""
     interrupted = False
     try:
@@ -173,7 +173,7 @@ def _stage(ledger: Ledger, work) -> list[TrialRecord]:
     except KeyboardInterrupt:
         interrupted = True
     with _no_sigint():
-        return ledger.settle(interrupted)
+        return ledger.settle(interrupted, finalists=finalist_stage)
 
 
 def _plan_finalists(record: SweepRecord, meta: dict, ledger: Ledger,
