@@ -148,15 +148,26 @@ class _Run:
             precise_bn(self.eval_net, self.splits, self.bn_idx, self.bn_batch, autocast)
         return self.eval_net
 
+    def model_info(self) -> dict:
+        """What rebuilds the evaluated model without the dataset: its name, role, input
+        shape, class count and input normalisation (`Splits.inputs`)."""
+        s = self.splits
+        return {"model": resolve_model_name(self.cfg.model, self.cfg.dataset),
+                "role": self.eval_role, "input_shape": list(s.input_shape),
+                "num_classes": int(s.num_classes), "mean": s.mean.reshape(-1),
+                "std": s.std.reshape(-1), "is_image": bool(s.is_image)}
+
     def state(self) -> dict:
         """`models` holds the model as evaluated (what export and MLflow log, scoring what
-        was reported); `train_models` the training models and EMA, to resume from."""
+        was reported), `model_info` what rebuilds it; `train_models` the training models
+        and EMA, to resume from."""
         train = {k: m.state_dict() for k, m in self.models.items()}
         if self.ema is not None:
             train["ema"] = self.ema.module.state_dict()
         return _cpu_copy({
             "step": self.step, "config": self.cfg.to_dict(),
-            "models": {self.eval_role: self.eval_net.state_dict()}, "train_models": train,
+            "models": {self.eval_role: self.eval_net.state_dict()},
+            "model_info": self.model_info(), "train_models": train,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "sampler": self.sampler.state_dict(), "baseline": self.feedback.baseline,
             "feedback": self.feedback.state_dict(), "rng": _rng_state(self.device)})

@@ -6,7 +6,7 @@ What the file holds: the state `smpl_core.fit` hands its report (models, optimis
 sampler, RNG states, step, config), converted on save where a value is not a tensor or a
 plain type (dict, list, tuple, str, int, float, bool, None): a numpy array (numpy's RNG
 state) is stored as its raw bytes in a uint8 tensor with its dtype and shape, and comes back
-as the same array on load. Beside it, `model_info`: the evaluated model's name, role, input
+as the same array on load. In it, `model_info` (from the loop's state): the evaluated model's name, role, input
 shape and class count, so `load_model` rebuilds it without the dataset.
 
 `load_model(checkpoint)`: the model whose `val_accuracy` the checkpoint's report gave (the
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from smpl_core.errors import ConfigError
+from smpl_core.uri import is_uri
 
 STATE_FILE = "state.pt"
 MODEL_INFO = "model_info"
@@ -120,29 +121,11 @@ def load_state(path: str | os.PathLike) -> dict:
     return read_state(path, str(path))
 
 
-def model_info(state: dict, cfg) -> dict:
-    """What rebuilds the evaluated model of `state` (a `smpl_core.fit` state) without the
-    dataset: model name, role, input shape, class count, input normalisation."""
-    from smpl_core.data import load_splits
-    from smpl_core.models import resolve_model_name
-
-    if MODEL_INFO in state:
-        return state[MODEL_INFO]
-    cpu = cfg.replace(device="cpu")
-    # The raw data is cached per process: this is the trial's own dataset, split again.
-    splits = load_splits(cpu, torch.device("cpu"))
-    (role,) = state["models"]
-    return {"model": resolve_model_name(cfg.model, cfg.dataset), "role": role,
-            "input_shape": list(splits.input_shape), "num_classes": int(splits.num_classes),
-            "mean": splits.mean.cpu().reshape(-1).clone(),
-            "std": splits.std.cpu().reshape(-1).clone(), "is_image": splits.is_image}
-
-
 def _read_checkpoint(checkpoint: str | os.PathLike) -> dict:
     """The state of a checkpoint folder or its `state.pt`, given as a local path or a
     pyarrow.fs URI (`s3://...?endpoint_override=...`)."""
     text = os.fspath(checkpoint)
-    if "://" not in text:
+    if not is_uri(text):
         p = Path(text).expanduser()
         if p.is_dir():
             p = p / STATE_FILE

@@ -28,7 +28,7 @@ import torch
 
 from smpl_core.config import SMPLConfig
 from smpl_core.loop import fit
-from trainables.checkpoint import MODEL_INFO, STATE_FILE, load_state, model_info, save_state
+from trainables.checkpoint import STATE_FILE, load_state, save_state
 
 # Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
 RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed trial continues
@@ -60,14 +60,10 @@ def load_checkpoint_state(checkpoint) -> dict:
         return load_state(Path(d) / STATE_FILE)
 
 
-def write_checkpoint(run_state: dict, cfg: SMPLConfig, folder: str | os.PathLike,
-                     info: dict | None = None) -> dict:
-    """Write the state `fit` reported into `folder` as the trial's checkpoint, with the
-    `model_info` that rebuilds its evaluated model (`info`, else worked out now); returns
-    that `model_info`."""
-    info = info or model_info(run_state, cfg)
-    save_state({**run_state, MODEL_INFO: info}, os.path.join(folder, STATE_FILE))
-    return info
+def write_checkpoint(run_state: dict, folder: str | os.PathLike) -> None:
+    """Write the state `fit` reported (with its `model_info`, which rebuilds the evaluated
+    model) into `folder` as the trial's checkpoint."""
+    save_state(run_state, os.path.join(folder, STATE_FILE))
 
 
 def checkpoint_at(path_or_uri: str):
@@ -161,7 +157,6 @@ def train_smpl(config: dict[str, Any]) -> None:
         state = load_checkpoint_state(checkpoint)
 
     last_step = [int(state["step"]) if state else 0]
-    model = [state.get(MODEL_INFO) if state else None]  # the same for every report
 
     def report(metrics: dict[str, Any], run_state: dict | None) -> None:
         metrics = {**metrics, **info, "reported_at": time.time(),
@@ -170,7 +165,7 @@ def train_smpl(config: dict[str, Any]) -> None:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as d:
-            model[0] = write_checkpoint(run_state, cfg, d, model[0])
+            write_checkpoint(run_state, d)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         last_step[0] = int(metrics["step"])
 

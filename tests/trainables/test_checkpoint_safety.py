@@ -50,7 +50,7 @@ def _run(cfg: SMPLConfig, root: Path, state: dict | None = None):
         reports.append(metrics)
         d = root / f"checkpoint_{len(folders):06d}"
         d.mkdir(parents=True)
-        write_checkpoint(run_state, cfg, d)
+        write_checkpoint(run_state, d)
         folders.append(d)
 
     return fit(cfg, report=report, state=state), folders, reports
