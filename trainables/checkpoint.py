@@ -6,8 +6,9 @@ What the file holds: the state `smpl_core.fit` hands its report (models, optimis
 sampler, RNG states, step, config), converted on save where a value is not a tensor or a
 plain type (dict, list, tuple, str, int, float, bool, None): a numpy array (numpy's RNG
 state) is stored as its raw bytes in a uint8 tensor with its dtype and shape, and comes back
-as the same array on load. In it, `model_info` (from the loop's state): the evaluated model's name, role, input
-shape and class count, so `load_model` rebuilds it without the dataset.
+as the same array on load. In it, `model_info` (from the loop's state): the evaluated
+model's name, role, input shape and class count, so `load_model` rebuilds it without the
+dataset.
 
 `load_model(checkpoint)`: the model whose `val_accuracy` the checkpoint's report gave (the
 evaluated copy: EMA weights when `ema_decay > 0`, precise BatchNorm statistics when
