@@ -3,22 +3,20 @@ paired 95% confidence intervals; the interval is the paired t interval."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+
 def _bench():
-    spec = importlib.util.spec_from_file_location("accuracy_bench",
-                                                  ROOT / "benchmarks" / "accuracy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load('accuracy')
 
 
 def test_paired_ci_is_the_paired_t_interval():

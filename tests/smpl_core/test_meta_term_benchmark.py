@@ -4,21 +4,19 @@ results file trains nothing (it skips what is there)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import load
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+
 def _bench():
-    spec = importlib.util.spec_from_file_location("meta_term_bench",
-                                                  ROOT / "benchmarks" / "meta_term.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load('meta_term')
 
 
 def test_quick_study_is_paired_resumable_and_prints_the_table(tmp_path, capsys):

@@ -3,21 +3,18 @@ the best-so-far curves it reports are what its results say."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
+from tests.benchmark_scripts import load
 from tests.tune_smpl.conftest import REPO, cli_env
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("search_bench", REPO / "benchmarks" / "search.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load('search')
 
 
 def test_best_so_far_and_budget_views():

@@ -4,22 +4,18 @@ the report's arithmetic is checked on rows made here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
+from tests.benchmark_scripts import load
 from tests.tune_smpl.conftest import REPO, cli_env
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("tuning_value",
-                                                  REPO / "benchmarks" / "tuning_value.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load('tuning_value')
 
 
 def _row(name, seed, test, promised, steps, finalist_steps=0, winner=None, wtest=None):
