@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from tests.benchmark_scripts import load
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 
 def _bench():

@@ -5,14 +5,10 @@ results file trains nothing (it skips what is there)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from tests.benchmark_scripts import load
-
-ROOT = Path(__file__).resolve().parents[2]
-
 
 
 def _bench():
