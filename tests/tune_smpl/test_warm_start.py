@@ -331,6 +331,9 @@ def _check_warm_sweep(root: Path, name: str, out: str, export: str, *, trials: i
     assert parent.data.params["warm_start"] == '["prior"]'
     assert parent.data.params["warm_start_trials"] == str(n_prior)
     assert parent.data.params["warm_start_enqueued"] == str(len(enqueued))
+    storage = meta["warm_start"]["sweeps"][0]["storage"]
+    assert json.loads(parent.data.params["warm_start_storages"]) == [storage]
+    assert parent.data.params["sampler_startup_prior"] == str(n_prior)
     desc = (sweep / "report" / "description.md").read_text()
     html = (sweep / "report" / "report.html").read_text()
     assert "warm-started from prior" in desc and "id='warm-start'" in html
