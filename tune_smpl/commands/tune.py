@@ -153,12 +153,11 @@ def _quiet_libraries() -> None:
 def run(args: argparse.Namespace) -> int:
     from search_spaces import describe
     from tune_smpl.sweep import cluster
+    from tune_smpl.sweep.prior import describe as describe_prior
     from tune_smpl.sweep.run import new_record, run_sweep
     from tune_smpl.sweep.tracking import Tracking
 
     _quiet_libraries()
-    from tune_smpl.sweep.prior import describe as describe_prior
-
     base, space, settings, record, prior = prepare(args)
     tracking = _tracking(args, settings)
     # A local Ray offers what this command asks, else what the resumed sweep started with.
