@@ -50,6 +50,25 @@ def study(sweep: Path) -> optuna.Study:
     return optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{sweep}/optuna.db")
 
 
+def own_trials(sweep: Path, st: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """record key -> the study's trial of it. A warm-started study holds the prior's trials
+    first (numbers 0..P-1, user attr `prior`, as prior.json lists them, finished: COMPLETE or
+    PRUNED); the sweep's own trial n is study trial P + n, and nothing else is a prior."""
+    meta = json.loads((sweep / "sweep.json").read_text())
+    n_prior = (meta.get("warm_start") or {}).get("trials", 0)
+    prior = [t for t in st.trials if "prior" in t.user_attrs]
+    assert [t.number for t in prior] == list(range(n_prior)), [t.number for t in prior]
+    if n_prior:
+        added = json.loads((sweep / "prior.json").read_text())["trials"]
+        names = {s["name"] for s in meta["warm_start"]["sweeps"]}
+        for t, a in zip(prior, added, strict=True):
+            assert t.state in (TrialState.COMPLETE, TrialState.PRUNED), t.number
+            assert t.user_attrs["prior"] == a["sweep"] in names and t.params == a["params"]
+    own = {f"{t.number - n_prior:04d}": t for t in st.trials if "prior" not in t.user_attrs}
+    assert all(t.user_attrs.get("key") in (None, k) for k, t in own.items())
+    return own
+
+
 def mlflow_runs(uri: str, name: str) -> tuple:
     """(parent, {trial key: child}); asserts one parent and no trial twice."""
     client = MlflowClient(uri)
@@ -95,11 +114,12 @@ def check_finished(sweep: Path, uri: str, *, trials: int | None = None,
         assert not t["interrupted"], key
     # Ray's trial folders: one per trial, none without a record.
     assert sorted(d.name for d in sweep.glob("trial_*")) == [f"trial_{k}" for k in sorted(rec)]
-    # The study: one trial per record, in the outcome's state, nothing RUNNING or WAITING.
-    st = study(sweep)
-    assert [f"{t.number:04d}" for t in st.trials] == sorted(rec)
-    for t in st.trials:
-        r = rec[f"{t.number:04d}"]
+    # The study: the prior's trials (a warm start), then one trial per record, in the
+    # outcome's state, nothing RUNNING or WAITING.
+    own = own_trials(sweep, study(sweep))
+    assert sorted(own) == sorted(rec)
+    for key, t in own.items():
+        r = rec[key]
         assert t.state == TrialState[OPTUNA[r["outcome"]]], (t.number, t.state, r["outcome"])
         assert t.params == r["params"]
         steps = {x["step"]: x["val_accuracy"] for x in r["reports"] if "val_accuracy" in x}
@@ -162,7 +182,7 @@ def check_interrupted(sweep: Path, uri: str) -> dict[str, dict]:
     open_ = [k for k, t in rec.items() if t["outcome"] is None]
     open_runs = [k for k, t in record(sweep, "finalist_").items() if t["outcome"] is None]
     assert (open_ or open_runs) and all(rec[k]["interrupted"] for k in open_)
-    st = {f"{t.number:04d}": t for t in study(sweep).trials}
+    st = own_trials(sweep, study(sweep))
     for k in open_:  # asked in the run that stopped: marked; not asked again yet: WAITING
         assert (st[k].state == TrialState.RUNNING and st[k].user_attrs.get("interrupted")
                 or st[k].state == TrialState.WAITING), (k, st[k].state)

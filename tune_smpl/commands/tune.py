@@ -40,6 +40,13 @@ def add_parser(sub) -> None:
                         "ends; the best is then the finalist with the best mean (default 0)")
     p.add_argument("--finalist-seeds", type=int, default=2, metavar="S",
                    help="fresh seeds per finalist (default 2)")
+    p.add_argument("--warm-start", action="append", metavar="SWEEP",
+                   help="add the scored trials of this earlier sweep to the new study before "
+                        "the first trial, and run its best configs first (repeatable)")
+    p.add_argument("--warm-start-storage", metavar="PATH_OR_URI",
+                   help="where the --warm-start sweeps are (default: --storage-path)")
+    p.add_argument("--warm-start-top", type=int, default=None, metavar="K",
+                   help="the prior's K best configs run first (default: the trial slots)")
     p.add_argument("--grace-period", type=int, default=2, help="ASHA: reports before a stop")
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA reduction factor")
     p.add_argument("--name", help="sweep name (default <dataset>-<date>-<time>)")
@@ -54,14 +61,23 @@ def add_parser(sub) -> None:
 
 
 def prepare(args: argparse.Namespace):
-    """Everything that can be checked before Ray starts: config, space, flags, names."""
+    """Everything that can be checked before Ray starts: config, space, flags, names, and
+    a warm start's prior. Returns (base, space, settings, record of a resumed sweep or
+    None, prior of a new warm-started sweep or None)."""
     from search_spaces import fix, load_space
+    from tune_smpl.sweep import prior as P
     from tune_smpl.sweep.cluster import absolute_data_dir, storage_path
     from tune_smpl.sweep.settings import SweepSettings
 
     storage = storage_path(args.storage_path)
     if args.resume:
-        return _prepare_resume(args, storage)
+        given = [f for f, v in (("--warm-start", args.warm_start),
+                                ("--warm-start-storage", args.warm_start_storage),
+                                ("--warm-start-top", args.warm_start_top)) if v is not None]
+        if given:
+            raise ConfigError(f"`{given[0]}` must not be given with --resume: a resumed sweep "
+                              f"keeps the warm start it started with (in its record).")
+        return (*_prepare_resume(args, storage), None)
     sets = list(args.set or [])
     if args.dataset:
         sets.insert(0, f"dataset={args.dataset}")
@@ -77,7 +93,10 @@ def prepare(args: argparse.Namespace):
         time_budget_s=args.time_budget, max_failures=args.max_failures,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor, seed=args.seed,
         sampler=args.sampler, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-        fixed=sorted(removed), finalists=args.finalists, finalist_seeds=args.finalist_seeds)
+        fixed=sorted(removed), finalists=args.finalists, finalist_seeds=args.finalist_seeds,
+        warm_start=list(args.warm_start or []), warm_start_top=args.warm_start_top,
+        warm_start_storage=(storage_path(args.warm_start_storage)
+                            if args.warm_start_storage else None))
     settings.validate()
     if not space:
         raise ConfigError("`--space` must leave at least one field to search, but --set fixed "
@@ -88,7 +107,9 @@ def prepare(args: argparse.Namespace):
     if SweepRecord(SweepStorage(storage), name).exists():
         raise ConfigError(f"`--name` must be new (or pass --resume), but got --name={name!r}, "
                           f"which already exists in {storage}.")
-    return base, space, settings, None
+    prior = (P.load(settings.warm_start, settings.warm_start_storage or storage, space)
+             if settings.warm_start else None)
+    return base, space, settings, None, prior
 
 
 def _prepare_resume(args, storage: str):
@@ -132,11 +153,12 @@ def _quiet_libraries() -> None:
 def run(args: argparse.Namespace) -> int:
     from search_spaces import describe
     from tune_smpl.sweep import cluster
+    from tune_smpl.sweep.prior import describe as describe_prior
     from tune_smpl.sweep.run import new_record, run_sweep
     from tune_smpl.sweep.tracking import Tracking
 
     _quiet_libraries()
-    base, space, settings, record = prepare(args)
+    base, space, settings, record, prior = prepare(args)
     tracking = _tracking(args, settings)
     # A local Ray offers what this command asks, else what the resumed sweep started with.
     info = cluster.connect(args.address, _given(args.num_cpus, settings.num_cpus),
@@ -152,17 +174,26 @@ def run(args: argparse.Namespace) -> int:
             settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
                                                           settings.cpus_per_trial)
         if record is None:
-            record = new_record(settings, base, space, tracking)
-        sampler = record.meta()["sampler"]
+            if prior is not None:  # the prior's best, as many as the trial slots by default
+                prior.plan(settings.warm_start_top or settings.max_concurrent,
+                           settings.num_samples)
+            record = new_record(settings, base, space, tracking, prior)
+        meta = record.meta()
+        sampler = meta["sampler"]
         print(f"{info.describe()}")
         print(f"sweep {settings.name}: {settings.num_samples} trials of {base.method} on "
               f"{base.dataset}, {settings.gpus_per_trial:g} GPU + {settings.cpus_per_trial:g} "
               f"CPU each, up to {settings.max_concurrent} at once, record in {record.uri}")
         print(_sampler_line(sampler))
+        if prior is not None:
+            print(prior.line())
+        elif meta.get("warm_start"):
+            print(describe_prior(meta["warm_start"]) + " (kept from its record)")
         if settings.fixed:
             print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
         print("searching:\n  " + "\n  ".join(describe(space)), flush=True)
-        mlflow = Tracking(_recorder(tracking, settings, space, sampler), settings.name)
+        mlflow = Tracking(_recorder(tracking, settings, space, sampler, meta.get("warm_start")),
+                          settings.name)
         result = run_sweep(record, base, space, settings, mlflow)
         return close(result, settings, mlflow)
     finally:
@@ -222,8 +253,12 @@ def _sampler_line(s: dict) -> str:
     if s["sampler"] == "random":
         return f"sampler: random (seed {s['sampler_seed']})"
     extra = ", multivariate, constant liar" if s["sampler"] == "tpe" else ""
-    return (f"sampler: {s['sampler']} (seed {s['sampler_seed']}, "
-            f"{s['sampler_startup_trials']} random start-up trials{extra})")
+    n, prior = s["sampler_startup_trials"], s.get("sampler_startup_prior", 0)
+    startup = f"{n} random start-up trials"
+    if prior:  # the model counts the prior's finished trials towards its start-up
+        startup = (f"{n} start-up trials, met by {prior} prior trials" if prior >= n else
+                   f"{n} start-up trials, {prior} met by prior trials, {n - prior} random")
+    return f"sampler: {s['sampler']} (seed {s['sampler_seed']}, {startup}{extra})"
 
 
 def _given(value, recorded):
@@ -240,15 +275,22 @@ def _tracking(args, settings) -> str:
     return uri
 
 
-def _recorder(tracking_uri: str, settings, space: dict, sampler: dict):
+def _recorder(tracking_uri: str, settings, space: dict, sampler: dict,
+              warm_start: dict | None = None):
     """The sweep's MLflow parent run (reopened when resumed); None if the store fails now
-    (the sweep runs on; its record has everything)."""
+    (the sweep runs on; its record has everything). A warm start's prior sweeps are in the
+    settings (`warm_start`); what they gave is logged with them."""
     from mlflow_tracking import SweepRecorder
     from search_spaces import space_to_yaml
 
+    warm = {}
+    if warm_start:
+        warm = {"warm_start_trials": warm_start["trials"],
+                "warm_start_enqueued": warm_start["enqueued"],
+                "warm_start_storages": sorted({s["storage"] for s in warm_start["sweeps"]})}
     try:
         recorder = SweepRecorder(tracking_uri, settings.name)
-        recorder.start_sweep({**settings.as_params(), **sampler}, space_to_yaml(space),
+        recorder.start_sweep({**settings.as_params(), **sampler, **warm}, space_to_yaml(space),
                              resume=True)
         return recorder
     except Exception as e:  # noqa: BLE001 - MLflow never stops a sweep

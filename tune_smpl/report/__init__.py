@@ -17,6 +17,7 @@ from pathlib import Path
 from tune_smpl.report import html, static
 from tune_smpl.report.data import SweepView, load_view
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import fmt
 
@@ -52,6 +53,9 @@ def description(view: SweepView, storage_path: str) -> str:
     lines = [f"**Sweep `{view.name}`**: {n} trials ({counts or 'none finished'}).", ""]
     if view.damaged:
         lines += [f"Left out: {skipped(view.damaged)}.", ""]
+    warm = describe_prior(view.meta.get("warm_start"))
+    if warm:
+        lines += [f"This sweep was {warm}.", ""]
     top = view.best
     if top is None:
         lines.append("No trial gave a measurement (every one diverged, errored or ran out "

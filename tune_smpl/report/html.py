@@ -16,6 +16,7 @@ from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import fmt
 
@@ -77,6 +78,9 @@ def _outcomes_body(view: SweepView) -> str:
     n = len(view.trials)
     parts = [_table([(O.LABELS[o], view.counts[o]) for o in O.OUTCOMES], ("outcome", "trials"),
                     "outcome-table")]
+    warm = describe_prior(view.meta.get("warm_start"))
+    if warm:
+        parts.append(f"<p class='note' id='warm-start'>This sweep was {_e(warm)}.</p>")
     unfinished = [t.key for t in view.trials if not t.finished]
     if unfinished:
         parts.append(f"<p class='note'>Unfinished (resume the sweep to run them): "

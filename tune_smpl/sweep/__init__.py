@@ -7,6 +7,7 @@ searcher   Ray Searcher on study.ask()              callbacks Ray callbacks, bud
 tuner      the Tuner of one command's run           resume    unfinished trials' restart points
 run        one command's run -> SweepResult        summary   what the command prints at the end
 tracking   the typed seam to MLflow's recorder     cluster   start/join Ray; checks
+prior      warm start: earlier sweeps' trials in the study (prior.json)
 
 It stops at the record: no module here imports the report package or the commands (a
 test checks); the `tune` command closes a sweep (summary, MLflow's parent run, report) from

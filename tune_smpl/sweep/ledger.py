@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from trainables import RESTORE_FIELD
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
-from tune_smpl.sweep.study import distributions_json, proposer
+from tune_smpl.sweep.study import PRIOR, distributions_json, proposer
 from tune_smpl.sweep.tracking import Tracking
 
 KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
@@ -35,12 +35,15 @@ class Ledger:
                  define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
                  deadline: float | None, tracking: Tracking | None = None,
                  restore: dict[str, str] | None = None,
-                 finalists: list[TrialRecord] | None = None):
+                 finalists: list[TrialRecord] | None = None, n_prior: int = 0):
         self.record = record
         self.trials = {t.key: t for t in trials}  # the search trials
         self.finalists = {t.key: t for t in finalists or []}  # the finalist runs
         self.queue: list[str] = []  # finalist runs the running Tuner has still to start
         self.study = study
+        # A warm-started study holds the prior's trials first: study trial n_prior + n is
+        # the sweep's trial n (`prior`); the ledger never sees a prior trial.
+        self.n_prior = n_prior
         self.define_by_run = define_by_run
         self.base = base  # the constant fields of every trial's config
         self.sampler, self.n_startup = sampler, n_startup
@@ -64,14 +67,18 @@ class Ledger:
 
     def new_trial(self, ray_id: str) -> dict:
         """Ask the study for the next trial (an unfinished one of a resumed sweep first, as
-        enqueued) and record it before Ray runs it; return its Tune config."""
+        enqueued, then the prior's best, as enqueued) and record it before Ray runs it;
+        return its Tune config."""
         who = proposer(self.study, self.sampler, self.n_startup)
         trial = self.study.ask()
+        if trial.user_attrs.get("proposed_by") == PRIOR:
+            who = PRIOR
         self.define_by_run(trial)
-        key = f"{trial.number:04d}"
+        number = trial.number - self.n_prior
+        key = f"{number:04d}"
         t = self.trials.get(key)
         if t is None:
-            t = TrialRecord(key=key, number=trial.number, params=dict(trial.params),
+            t = TrialRecord(key=key, number=number, params=dict(trial.params),
                             distributions=distributions_json(trial),
                             config={**self.base, **trial.params}, proposed_by=who)
             self.trials[key] = t

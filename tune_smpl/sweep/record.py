@@ -3,6 +3,7 @@
     sweep.json                 settings, base config, space, tracking URI, sampler, status,
                                and the finalist stage's plan (`finalists`), once it starts
     space.yaml                 the searched space (a space file `--space` reads back)
+    prior.json                 a warm-started sweep's prior trials (`tune_smpl.sweep.prior`)
     trial_<key>/trial.json     one per search trial: params, config, reports and outcome
     finalist_<key>/trial.json  one per finalist run (`<trial key>_s<seed>`), the same fields
 
@@ -124,12 +125,12 @@ def _check_fields(d: dict, required: dict, optional: dict) -> str | None:
 
 @dataclass
 class TrialRecord:
-    key: str  # the Optuna trial number, zero-padded: also the trial folder and MLflow name
-    number: int
+    key: str  # `number`, zero-padded: also the trial folder and MLflow name
+    number: int  # among the sweep's own trials (the study's, less a warm start's prior)
     params: dict[str, Any]  # the searched values
     distributions: dict[str, str]  # optuna.distributions JSON, to rebuild the study
     config: dict[str, Any]  # the full SMPLConfig mapping the trial runs
-    proposed_by: str = "random"  # random (start-up) | tpe | gp | enqueued
+    proposed_by: str = "random"  # random (start-up) | tpe | gp | enqueued | prior (its best)
     outcome: str | None = None  # one of outcome.OUTCOMES once it ended; None before
     interrupted: bool = False  # its sweep stopped while it ran; cleared by --resume
     reports: list[dict] = field(default_factory=list)

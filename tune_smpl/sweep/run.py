@@ -22,6 +22,7 @@ from search_spaces import make_define_by_run, space_to_yaml
 from smpl_core.config import SMPLConfig
 from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep import prior as P
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.resume import restart_points
@@ -31,6 +32,7 @@ from tune_smpl.sweep.study import (
     STUDY_FILE,
     build_study,
     check_numbers,
+    counted,
     make_sampler,
     sampler_settings,
     startup_trials,
@@ -43,14 +45,25 @@ log = logging.getLogger(__name__)
 
 
 def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
-               tracking_uri: str) -> SweepRecord:
-    """Claim the sweep's name in its storage (one of two commands racing for it wins)."""
+               tracking_uri: str, prior: P.Prior | None = None) -> SweepRecord:
+    """Claim the sweep's name in its storage (one of two commands racing for it wins); a
+    warm start's prior goes into the record with it (sweep.json's `warm_start`, prior.json).
+
+    The start-up count is the same with a prior: Optuna counts every finished trial of the
+    study towards it, the prior's too, so a prior of at least that many finished trials
+    leaves the new sweep no random start-up (README, "Warm start")."""
     record = SweepRecord(SweepStorage(settings.storage_path), settings.name)
     n_startup = startup_trials(settings.num_samples, settings.max_concurrent)
-    record.create({"settings": asdict(settings), "base": base.to_dict(),
-                   "tracking_uri": tracking_uri, "status": "new", "wall_s": 0.0, "runs": 0,
-                   "sampler": sampler_settings(settings.sampler, settings.seed, n_startup)},
-                  space_to_yaml(space))
+    meta = {"settings": asdict(settings), "base": base.to_dict(),
+            "tracking_uri": tracking_uri, "status": "new", "wall_s": 0.0, "runs": 0,
+            "metric": O.METRIC, "mode": O.MODE,
+            "sampler": sampler_settings(settings.sampler, settings.seed, n_startup, counted(
+                settings.sampler, [t["state"] for t in prior.trials] if prior else []))}
+    if prior is not None:
+        meta["warm_start"] = prior.meta()
+    record.create(meta, space_to_yaml(space))
+    if prior is not None:
+        P.save(record, prior)
     return record
 
 
@@ -66,6 +79,7 @@ class SweepResult:
     steps: int = 0  # a full trial's steps (a finalist run's measure is taken there)
     finalist_runs: list[TrialRecord] = field(default_factory=list)
     stage: dict | None = None  # the finalist stage's plan and status (sweep.json), if any
+    warm_start: dict | None = None  # what the sweep was warm-started from (sweep.json)
 
     @property
     def pick(self) -> F.Pick:
@@ -120,14 +134,17 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     # Each run of the command draws on: a resumed sweep re-seeded as it started would
     # propose its first configs again.
     seed = (settings.seed * 1_000_003 + meta["runs"]) % 2**32
+    prior = P.read(record, meta)  # a warm start's prior, as the sweep started with it
     study = build_study(trials, settings.name, f"sqlite:///{db}",
-                        make_sampler(settings.sampler, seed, n_startup))
-    check_numbers(study, trials)
+                        make_sampler(settings.sampler, seed, n_startup), prior)
+    n_prior = len(prior.trials) if prior else 0
+    check_numbers(study, trials, n_prior)
     budget = settings.time_budget_s
     deadline = time.time() + max(0.0, budget - meta["wall_s"]) if budget else None
     ledger = Ledger(record, trials, study, make_define_by_run(space), base.to_dict(),
                     sampler=settings.sampler, n_startup=n_startup, steps=base.steps,
-                    deadline=deadline, tracking=tracking, restore=restore, finalists=runs)
+                    deadline=deadline, tracking=tracking, restore=restore, finalists=runs,
+                    n_prior=n_prior)
     tracking.reconcile(trials + runs)
     meta.update(status="running", runs=meta["runs"] + 1)
     record.save_meta(meta)
@@ -162,7 +179,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
             _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
                        meta["status"], meta["wall_s"], left, base.steps, runs,
-                       meta.get("finalists"))
+                       meta.get("finalists"), meta.get("warm_start"))
 
 
 def _stage(ledger: Ledger, work, finalist_stage: bool = False) -> list[TrialRecord]:

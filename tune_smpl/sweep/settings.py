@@ -33,6 +33,9 @@ class SweepSettings:
     fixed: list[str] = field(default_factory=list)  # searched fields fixed by --set
     finalists: int = 0  # the K best search trials retrained when the search ends (0: none)
     finalist_seeds: int = 2  # fresh seeds per finalist
+    warm_start: list[str] = field(default_factory=list)  # prior sweeps (--warm-start)
+    warm_start_storage: str | None = None  # where they are (default: storage_path)
+    warm_start_top: int | None = None  # the prior's best that run first (None: the slots)
 
     def as_params(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -64,6 +67,14 @@ class SweepSettings:
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"`--time-budget` must be > 0 seconds, but got "
                               f"--time-budget={self.time_budget_s:g}.")
+        if self.warm_start_top is not None and self.warm_start_top < 1:
+            raise ConfigError(f"`--warm-start-top` must be >= 1, but got "
+                              f"--warm-start-top={self.warm_start_top}.")
+        for flag, value in (("--warm-start-top", self.warm_start_top),
+                            ("--warm-start-storage", self.warm_start_storage)):
+            if value is not None and not self.warm_start:
+                raise ConfigError(f"`{flag}` needs `--warm-start SWEEP`, but got {flag}="
+                                  f"{value} alone.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
                               f"--sampler={self.sampler!r}.")

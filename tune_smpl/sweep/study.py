@@ -5,6 +5,9 @@ The study is rebuilt from the sweep's record whenever a command opens a sweep (r
 report, dashboard), with public Optuna calls only: finished trials with `add_trial`,
 unfinished ones with `enqueue_trial`, so that they are asked again, with the same params
 and the same trial number, before any new trial.
+
+A warm-started sweep's study (`tune_smpl.sweep.prior`) holds its P prior trials first
+(numbers 0..P-1, user attr `prior`), so the sweep's own trial n is study trial P + n.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tune_smpl.sweep.storage import SweepStorage
 
 SAMPLERS = ("tpe", "random", "gp")
 STUDY_FILE = "optuna.db"
+PRIOR = "prior"  # user attr of a prior trial; `proposed_by` of a trial enqueued from one
 
 
 def study_file(storage: SweepStorage, name: str) -> Path:
@@ -55,10 +59,14 @@ def make_sampler(kind: str, seed: int, n_startup: int) -> optuna.samplers.BaseSa
                                       multivariate=True, constant_liar=True)
 
 
-def sampler_settings(kind: str, seed: int, n_startup: int) -> dict:
+def sampler_settings(kind: str, seed: int, n_startup: int, prior: int = 0) -> dict:
+    """The sampler as the record and the parent run keep it; with a warm start, `prior`:
+    the prior trials the model counts towards its start-up (`counted`)."""
     out = {"sampler": kind, "sampler_seed": seed}
     if kind != "random":
         out["sampler_startup_trials"] = n_startup
+        if prior:
+            out["sampler_startup_prior"] = prior
     if kind == "tpe":
         out.update(sampler_multivariate=True, sampler_constant_liar=True)
     return out
@@ -68,6 +76,11 @@ def sampler_settings(kind: str, seed: int, n_startup: int) -> dict:
 # pruned trials (ASHA's early stops), GP fits on COMPLETE trials only, so under ASHA a GP
 # sweep stays random for longer and ignores every stopped trial.
 _COUNTED = {"tpe": (TrialState.COMPLETE, TrialState.PRUNED), "gp": (TrialState.COMPLETE,)}
+
+
+def counted(kind: str, states: list[str]) -> int:
+    """How many trials of these Optuna states (names) the model counts as finished."""
+    return sum(TrialState[s] in _COUNTED.get(kind, ()) for s in states)
 
 
 def proposer(study: optuna.Study, kind: str, n_startup: int) -> str:
@@ -103,8 +116,11 @@ def frozen(t: TrialRecord) -> optuna.trial.FrozenTrial:
 
 
 def build_study(trials: list[TrialRecord], name: str, storage: str | None = None,
-                sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """The study of a record: `storage` an SQLite URL (replaced) or None (in memory)."""
+                sampler: optuna.samplers.BaseSampler | None = None,
+                prior=None) -> optuna.Study:
+    """The study of a record: `storage` an SQLite URL (replaced) or None (in memory).
+    `prior` (a `prior.Prior`): its trials first, then the record's, then the prior's best
+    that no trial of the record has run yet (the first trials of a sweep are those)."""
     if storage and storage.startswith("sqlite:///"):
         db = Path(storage[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +130,8 @@ def build_study(trials: list[TrialRecord], name: str, storage: str | None = None
     with warnings.catch_warnings():  # experimental in Optuna 3.2+, stable in practice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC])
+    for ft in prior.frozen() if prior is not None else []:
+        study.add_trial(ft)
     for t in sorted(trials, key=lambda t: t.number):
         if t.finished:
             study.add_trial(frozen(t))
@@ -121,17 +139,30 @@ def build_study(trials: list[TrialRecord], name: str, storage: str | None = None
             study.enqueue_trial(t.params, user_attrs={"key": t.key,
                                                       "proposed_by": t.proposed_by},
                                 skip_if_exists=False)
+    for params in prior.enqueued[len(trials):] if prior is not None else []:
+        # skip_if_exists=False: the prior trial with these params is in the study already
+        study.enqueue_trial(params, user_attrs={"proposed_by": PRIOR}, skip_if_exists=False)
     return study
 
 
-def check_numbers(study: optuna.Study, trials: list[TrialRecord]) -> None:
-    """The study's trial numbers are the record's keys (a rebuilt study adds them in order)."""
-    got = [t.number for t in study.get_trials(deepcopy=False)]
-    want = sorted(t.number for t in trials)
-    if got != want:
-        raise RuntimeError(f"the study of the sweep does not match its record: trial numbers "
-                           f"{got} for records {want}")
+def prior_count(study: optuna.Study) -> int:
+    """The prior trials of a warm-started study (its first trials)."""
+    return sum(PRIOR in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
-__all__ = ["SAMPLERS", "build_study", "check_numbers", "distributions_json",
-           "frozen", "make_sampler", "proposer", "sampler_settings", "startup_trials"]
+def check_numbers(study: optuna.Study, trials: list[TrialRecord], n_prior: int = 0) -> None:
+    """The study is the prior's `n_prior` trials, then the record's trials: study trial
+    n_prior + n is record n (a rebuilt study adds them in order), then what is enqueued."""
+    got = study.get_trials(deepcopy=False)
+    prior = [t.number for t in got if PRIOR in t.user_attrs]
+    own = [t.number for t in got if PRIOR not in t.user_attrs][:len(trials)]
+    want = sorted(n_prior + t.number for t in trials)
+    if prior != list(range(n_prior)) or own != want:
+        raise RuntimeError(f"the study of the sweep does not match its record: prior trials "
+                           f"{prior} and trial numbers {own} for {n_prior} prior trials and "
+                           f"records {want}")
+
+
+__all__ = ["PRIOR", "SAMPLERS", "build_study", "check_numbers", "counted", "distributions_json",
+           "frozen", "make_sampler", "prior_count", "proposer", "sampler_settings",
+           "startup_trials"]

@@ -8,6 +8,8 @@ import sys
 
 from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.prior import describe as describe_prior
+from tune_smpl.sweep.study import PRIOR
 
 
 def fmt(v) -> str:
@@ -16,10 +18,12 @@ def fmt(v) -> str:
 
 
 def proposals(trials) -> str:
+    """`2 from the prior, 1 random start-up, 5 proposed by TPE` (no prior: no first part)."""
     by: dict[str, int] = {}
     for t in trials:
         by[t.proposed_by] = by.get(t.proposed_by, 0) + 1
-    parts = [f"{by.pop('random', 0)} random start-up"]
+    parts = [f"{by.pop(PRIOR)} from the prior"] if PRIOR in by else []
+    parts += [f"{by.pop('random', 0)} random start-up"]
     parts += [f"{n} proposed by {who.upper()}" for who, n in sorted(by.items())]
     return ", ".join(parts)
 
@@ -47,6 +51,8 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
     trials, n = result.trials, O.counts(result.trials)
     print(f"\nsweep {settings.name} finished: {len(trials)} trials: {_outcomes(trials)}")
     print(f"proposals: {proposals(trials)}")
+    if result.warm_start:
+        print(describe_prior(result.warm_start))
     if result.stage is not None:
         print_finalists(result)
     pick = result.pick
