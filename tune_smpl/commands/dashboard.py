@@ -12,6 +12,7 @@ import argparse
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from smpl_core.errors import ConfigError
@@ -70,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
         shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
         print(f"optuna-dashboard of sweep {args.sweep} at http://{shown}:{args.port}/dashboard/"
               f" (study: {where}); Ctrl-C to stop", flush=True)
+        # The server runs in a thread; the main thread only waits, so Ctrl-C always lands
+        # here and not inside a request the server is still writing (which would log the
+        # KeyboardInterrupt and serve on). The thread is a daemon: it ends with us.
+        server = threading.Thread(target=run_server, args=(storage,),
+                                  kwargs={"host": args.host, "port": args.port}, daemon=True)
+        server.start()
         try:
-            run_server(storage, host=args.host, port=args.port)
-        except KeyboardInterrupt:  # bottle normally catches it itself and returns
-            pass
-    print("optuna-dashboard stopped", file=sys.stderr)
-    return 0
+            while server.is_alive():
+                server.join(0.5)
+        except KeyboardInterrupt:
+            print("optuna-dashboard stopped", file=sys.stderr)
+            return 0
+    print("optuna-dashboard ended by itself (its error is above)", file=sys.stderr)
+    return 1
