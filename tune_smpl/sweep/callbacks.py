@@ -75,8 +75,7 @@ class ProgressLine(Callback):
         parts = [f"[{elapsed // 60:02d}:{elapsed % 60:02d}]"] + [
             f"{label} {sum(counts.get(o, 0) for o in group)}" for label, group in (
                 ("running", ("running",)), ("pending", ("pending",)),
-                ("done", (O.COMPLETED,)), ("stopped early", (O.EARLY_STOPPED,)),
-                ("cut by budget", (O.CUT_BY_BUDGET,)),
+                *((O.LABELS[o], (o,)) for o in O.SCORED),
                 ("failed", (O.DIVERGED, O.ERRORED, O.OUT_OF_MEMORY)))]
         if self.finalists:
             return "finalists " + " | ".join(parts)
