@@ -198,6 +198,8 @@ def test_time_budget_cuts_trials_through_the_normal_stop(ray_local, tmp_path, ca
     assert stage["status"] == "cut_by_budget" and len(finalists) == len(stage["of"]) >= 1
     assert {t["outcome"] for t in finalists.values()} == {"cut_by_budget"}
     assert "(cut by the budget)" in out and "the finalist stage gave no final measurement" in out
+    page = (runs / "budget" / "report" / "report.html").read_text()
+    assert "id='finalists-cut'" in page and "stage cut_by_budget" in page
 
 
 # --- the command in subprocesses ---------------------------------------------------------
