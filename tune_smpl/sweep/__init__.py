@@ -8,6 +8,7 @@ tuner      the Tuner of one command's run           resume    unfinished trials'
 run        one command's run -> SweepResult        summary   what the command prints at the end
 tracking   the typed seam to MLflow's recorder     cluster   start/join Ray; checks
 prior      warm start: earlier sweeps' trials in the study (prior.json)
+finalists  the K best retrained on fresh seeds; the one pick of the best
 
 It stops at the record: no module here imports the report package or the commands (a
 test checks); the `tune` command closes a sweep (summary, MLflow's parent run, report) from
