@@ -60,3 +60,19 @@ def cli_env(tag: str) -> dict:
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+def spy_model(sampler) -> list[bool]:
+    """Wrap the sampler's public `sample_relative`: each call appends whether its model
+    proposed params for the trial (False: the trial's params come from the random start-up
+    sampler). Returns the list it appends to."""
+    modelled: list[bool] = []
+    original = sampler.sample_relative
+
+    def spy(study, trial, search_space):
+        params = original(study, trial, search_space)
+        modelled.append(bool(params))
+        return params
+
+    sampler.sample_relative = spy
+    return modelled

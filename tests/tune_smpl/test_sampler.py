@@ -19,7 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search_spaces import load_space, make_define_by_run
-from tests.tune_smpl.conftest import small_sets
+from tests.tune_smpl.conftest import small_sets, spy_model
 from tune_smpl.sweep.study import (
     SAMPLERS,
     make_sampler,
@@ -108,15 +108,7 @@ def test_proposed_by_mark_is_what_the_sampler_did(kind):
     (Optuna's public `sample_relative`) returned params for that trial. Pruned and failed
     trials are mixed in: TPE and GP count them differently."""
     sampler = make_sampler(kind, 0, 3)
-    modelled: list[bool] = []
-    original = sampler.sample_relative
-
-    def spy(study, trial, search_space):
-        params = original(study, trial, search_space)
-        modelled.append(bool(params))
-        return params
-
-    sampler.sample_relative = spy
+    modelled = spy_model(sampler)
     study = study_of(sampler)
     marks = []
     states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE,

@@ -22,7 +22,7 @@ from search_spaces import load_space, make_define_by_run
 from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
 from tests.tune_smpl import views
-from tests.tune_smpl.conftest import small_sets
+from tests.tune_smpl.conftest import small_sets, spy_model
 from tests.tune_smpl.test_remote_storage import CREDS, s3  # noqa: F401 - the bucket fixture
 from tune_smpl.cli import main
 from tune_smpl.commands.tune import _sampler_line
@@ -191,15 +191,7 @@ def test_bad_warm_start_input_exits_2_with_one_line(local, capsys, flags, says):
 def _first_proposal(prior: P.Prior | None, space: dict, seed: int) -> tuple[dict, bool]:
     """(the params of the first trial TPE proposes, whether its model proposed them)."""
     sampler = make_sampler("tpe", seed, 3)
-    modelled = []
-    original = sampler.sample_relative
-
-    def spy(study, trial, search_space):
-        params = original(study, trial, search_space)
-        modelled.append(bool(params))
-        return params
-
-    sampler.sample_relative = spy
+    modelled = spy_model(sampler)
     study = build_study([], "new", sampler=sampler, prior=prior)
     assert proposer(study, "tpe", 3) == ("tpe" if prior else "random")
     trial = study.ask()
