@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -41,25 +42,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ARMS = {  # arm -> (sampler, ASHA on)
-    "random": ("random", False),
-    "random+asha": ("random", True),
-    "tpe": ("tpe", False),
-    "tpe+asha": ("tpe", True),
+ARMS = {  # arm -> (sampler, ASHA on, warm-started from the seed's prior sweep)
+    "random": ("random", False, False),
+    "random+asha": ("random", True, False),
+    "tpe": ("tpe", False, False),
+    "tpe+asha": ("tpe", True, False),
+    "gp": ("gp", False, False),
+    "gp+asha": ("gp", True, False),
+    "tpe+asha+warm": ("tpe", True, True),
+    "gp+asha+warm": ("gp", True, True),
 }
-# One trial is a few seconds of one core: 100 steps of the digits CNN, 5 reports.
-TRIAL = {"dataset": "digits", "num_labeled": 50, "steps": 100, "eval_every": 20,
-         "batch_size": 16, "mu": 2}
+PRIOR_SEED = 100  # the prior of sweep seed k: seed k + 100 (another labelled split)
+# A task: the trial config, the space and the study's defaults.
+TASKS = {
+    # One trial is a few seconds of one core: 100 steps of the digits CNN, 5 reports.
+    "digits50": {"trial": {"dataset": "digits", "num_labeled": 50, "steps": 100,
+                           "eval_every": 20, "batch_size": 16, "mu": 2},
+                 "space": "smpl", "seeds": 5, "trials": 12, "val_sizes": "50,200",
+                 "arms": "random,random+asha,tpe,tpe+asha", "retrain_seeds": 3},
+    # Where configs differ (issue 18): 2 labels a class, 80 steps (4 reports), and the wide
+    # space (`mu` fixed by the trial config, so steps trained measure compute).
+    "spread": {"trial": {"dataset": "digits", "num_labeled": 20, "steps": 80,
+                         "eval_every": 20, "batch_size": 16, "mu": 2},
+               "space": "smpl-extended", "seeds": 8, "trials": 16, "val_sizes": "200",
+               "arms": "random+asha,tpe+asha,gp+asha,tpe+asha+warm,gp+asha+warm,random,gp",
+               "retrain_seeds": 0},
+}
 QUICK_TRIAL = {"steps": 20, "eval_every": 10, "batch_size": 8, "mu": 2}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, default=5, help="sweep seeds 0..N-1 (default 5)")
-    p.add_argument("--trials", type=int, default=12, help="trials per sweep (default 12)")
-    p.add_argument("--val-sizes", default="50,200")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--retrain-seeds", type=int, default=3)
+    p.add_argument("--task", choices=TASKS, default="digits50",
+                   help="trial config, space and defaults (default digits50)")
+    p.add_argument("--seeds", type=int, help="sweep seeds 0..N-1 (default: the task's)")
+    p.add_argument("--trials", type=int, help="trials per sweep (default: the task's)")
+    p.add_argument("--val-sizes")
+    p.add_argument("--arms")
+    p.add_argument("--retrain-seeds", type=int, help="0: no retraining")
     p.add_argument("--concurrent", type=int, default=2, help="trials in flight (default 2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the trial config")
@@ -67,10 +87,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", metavar="JSONL", help="only print the table of a results file")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     args = p.parse_args(argv)
+    task = TASKS[args.task]
+    for key in ("seeds", "trials", "val_sizes", "arms", "retrain_seeds"):
+        if getattr(args, key) is None:
+            setattr(args, key, task[key])
+    args.trial, args.space = dict(task["trial"]), task["space"]
     if args.quick:
-        args.seeds, args.trials, args.retrain_seeds = 1, 3, 1
-        args.val_sizes, args.arms = "50", "random,tpe+asha"
-    args.val_sizes = [int(v) for v in args.val_sizes.split(",")]
+        args.seeds, args.trials, args.retrain_seeds = 1, 3, min(1, args.retrain_seeds)
+        args.val_sizes = "50"
+        args.arms = "random,tpe+asha" if args.task == "digits50" else "random+asha,tpe+asha+warm"
+        args.trial.update(QUICK_TRIAL)
+    args.val_sizes = [int(v) for v in str(args.val_sizes).split(",")]
     args.arms = args.arms.split(",")
     for a in args.arms:
         if a not in ARMS:
@@ -80,7 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --- one sweep ------------------------------------------------------------------------
 def trial_config(args, val_size: int, seed: int) -> dict[str, str]:
-    cfg = {**TRIAL, **(QUICK_TRIAL if args.quick else {}), "val_size": val_size, "seed": seed}
+    cfg = {**args.trial, "val_size": val_size, "seed": seed}
     cfg.update(s.split("=", 1) for s in args.set)
     return {k: str(v) for k, v in cfg.items()}
 
@@ -101,17 +128,27 @@ def cli(argv: list[str]) -> tuple[int, str]:
     return code, buf.getvalue()
 
 
+def sweep_name(arm: str, val_size: int, seed: int) -> str:
+    return f"v{val_size}-{arm.replace('+', '-')}-s{seed}"
+
+
 def run_sweep(args, storage: Path, arm: str, val_size: int, seed: int) -> dict:
-    sampler, asha = ARMS[arm]
-    cfg = trial_config(args, val_size, seed)
+    """One sweep of `arm`; arm "prior" is the earlier sweep a warm arm of `seed` starts from:
+    random search, ASHA off (every config measured to the end), on another labelled split
+    and sampler seed (seed + PRIOR_SEED), of the same space and trial budget."""
+    sampler, asha, warm = ARMS.get(arm, ("random", False, False))
+    data_seed = seed + PRIOR_SEED if arm == "prior" else seed
+    cfg = trial_config(args, val_size, data_seed)
     reports = reports_per_trial(cfg)
-    name = f"v{val_size}-{arm.replace('+', '-')}-s{seed}"
+    name = sweep_name(arm, val_size, seed)
     shutil.rmtree(storage / name, ignore_errors=True)  # a half-run sweep of a stopped study
     argv = ["tune", "--name", name, "--storage-path", str(storage),
             "--tracking-uri", f"sqlite:///{storage}/mlflow.db", "--num-samples",
-            str(args.trials), "--sampler", sampler, "--seed", str(seed), "--max-concurrent",
-            str(args.concurrent), "--grace-period", "1" if asha else str(reports),
-            "--reduction-factor", "2", "--gpus-per-trial", "0"]
+            str(args.trials), "--sampler", sampler, "--seed", str(data_seed), "--space",
+            args.space, "--max-concurrent", str(args.concurrent), "--grace-period",
+            "1" if asha else str(reports), "--reduction-factor", "2", "--gpus-per-trial", "0"]
+    if warm:
+        argv += ["--warm-start", sweep_name("prior", val_size, seed)]
     for k, v in cfg.items():
         argv += ["--set", f"{k}={v}"]
     t0 = time.time()
@@ -119,12 +156,13 @@ def run_sweep(args, storage: Path, arm: str, val_size: int, seed: int) -> dict:
     wall = time.time() - t0
     if code != 0:
         raise RuntimeError(f"sweep {name} exited {code}:\n{out[-3000:]}")
-    row = {"name": name, "arm": arm, "val_size": val_size, "seed": seed,
-           "wall_s": round(wall, 1), "proposals": next(
+    row = {"name": name, "task": args.task, "arm": arm, "val_size": val_size, "seed": seed,
+           "data_seed": data_seed, "wall_s": round(wall, 1), "proposals": next(
                (ln.split(": ", 1)[1] for ln in out.splitlines() if ln.startswith("proposals:")),
                "")}
     row.update(sweep_row(storage, name))
-    row.update(retrain(args, storage, name))
+    if args.retrain_seeds > 0 and arm != "prior":
+        row.update(retrain(args, storage, name))
     return row
 
 
@@ -165,6 +203,9 @@ def retrain(args, storage: Path, name: str) -> dict:
 
 
 # --- what the sweeps found ------------------------------------------------------------
+NOT_MODEL = ("random", "enqueued", "prior")  # proposals no sampler model made
+
+
 def best_so_far(values: list[float | None]) -> list[float]:
     out, top = [], 0.0
     for v in values:
@@ -212,8 +253,7 @@ def table(rows: list[dict]) -> str:
             cells += [f"{_median([best_so_far(r['val_by_trial'])[k - 1] for r in rs]):.4f}"
                       for k in ks]
             stopped = [sum(o == "early_stopped" for o in r["outcomes"]) for r in rs]
-            by_model = [sum(p not in ("random", "enqueued") for p in r["proposed_by"])
-                        for r in rs]
+            by_model = [sum(p not in NOT_MODEL for p in r["proposed_by"]) for r in rs]
             at_steps = [value_at(r, step_budget, "steps_by_end") for r in rs
                         if "steps_by_end" in r]
             # the quality of the proposals themselves: at the default budget TPE proposes
@@ -325,12 +365,159 @@ def paired(rows: list[dict]) -> list[dict]:
     return [r for r in rows if (r["val_size"], r["seed"]) in done]
 
 
+# --- the samplers study (task spread) ---------------------------------------------------
+REFERENCE = "random+asha"  # what every arm is compared with: random search, ASHA on (the default)
+
+
+def paired_ci(diffs: list[float]) -> tuple[float, float, float]:
+    from tune_smpl.sweep.finalists import mean_ci
+
+    mean, _, lo, hi = mean_ci(diffs)
+    return mean, lo, hi
+
+
+def steps_to_reach(row: dict, target: float) -> float:
+    """Steps trained (trials in the order they ended) until a trial scored >= target;
+    inf if none did."""
+    spent = 0
+    for s, v in zip(row["steps_by_end"], row["val_by_end"], strict=True):
+        spent += s
+        if v is not None and v >= target - 1e-9:
+            return spent
+    return math.inf
+
+
+def _iqr(xs: list[float]) -> str:
+    import numpy as np
+
+    q1, q2, q3 = np.percentile(xs, [25, 50, 75])
+    return f"{q2:.3f} [{q1:.3f}, {q3:.3f}]"
+
+
+def _ci(diffs: list[float]) -> str:
+    m, lo, hi = paired_ci([100 * d for d in diffs])
+    return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _ratio(xs: list[float]) -> str:
+    med = statistics.median(xs)
+    return "> 1 (never)" if math.isinf(med) else f"{med:.2f}"
+
+
+def sampler_table(rows: list[dict], n: int) -> str:
+    """Per arm: median best after 4, 8 and n trials [IQR] over paired seeds; paired
+    differences to REFERENCE at 8 and n trials (points, mean [95% t-CI]); the steps trained
+    to reach REFERENCE's best after n trials, as a ratio to the steps REFERENCE took to reach
+    it (and to REFERENCE's steps for all n trials), and the seeds that reached it within n/2
+    trials."""
+    ref = {r["seed"]: r for r in rows if r["arm"] == REFERENCE}
+    seeds = sorted(ref)
+    target = {s: best_so_far(ref[s]["val_by_trial"])[n - 1] for s in seeds}
+    ks = [k for k in (4, n // 2, n) if k <= n]
+    ks = sorted(set(ks))
+    head = (["arm", "sweeps"] + [f"best@{k} median [IQR]" for k in ks]
+            + [f"minus {REFERENCE} @{k} (points)" for k in ks[1:]]
+            + ["steps (median)", f"steps to {REFERENCE}'s best@{n} / its", "/ its steps@all",
+               f"reached within {n // 2} trials", "stopped", "model-proposed"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in [a for a in ARMS if any(r["arm"] == a for r in rows)]:
+        by = {r["seed"]: r for r in rows if r["arm"] == arm}
+        best = {s: best_so_far(by[s]["val_by_trial"]) for s in seeds}
+        ref_best = {s: best_so_far(ref[s]["val_by_trial"]) for s in seeds}
+        cells = [arm, str(len(seeds))]
+        cells += [_iqr([best[s][k - 1] for s in seeds]) for k in ks]
+        cells += ["0" if arm == REFERENCE else _ci([best[s][k - 1] - ref_best[s][k - 1]
+                                                    for s in seeds]) for k in ks[1:]]
+        reach = [steps_to_reach(by[s], target[s]) for s in seeds]
+        own = [steps_to_reach(ref[s], target[s]) for s in seeds]
+        total = [sum(ref[s]["steps_by_end"]) for s in seeds]
+        within = sum(best[s][n // 2 - 1] >= target[s] - 1e-9 for s in seeds)
+        stopped = [sum(o == "early_stopped" for o in by[s]["outcomes"]) for s in seeds]
+        model = [sum(p not in NOT_MODEL for p in by[s]["proposed_by"]) for s in seeds]
+        cells += [f"{statistics.median(sum(by[s]['steps_by_end']) for s in seeds):.0f}",
+                  _ratio([x / o for x, o in zip(reach, own, strict=True)]),
+                  _ratio([x / t for x, t in zip(reach, total, strict=True)]),
+                  f"{within}/{len(seeds)}", f"{statistics.median(stopped):g}",
+                  f"{statistics.median(model):g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def random_configs(rows: list[dict]) -> list[float]:
+    """The val_accuracy of every random config measured to the end: the prior sweeps'
+    trials (random search, ASHA off)."""
+    return [v for r in rows if r["arm"] == "prior" for v in r["val_by_trial"] if v is not None]
+
+
+def histogram_line(values: list[float]) -> str:
+    import numpy as np
+
+    q = np.percentile(values, [10, 25, 50, 75, 90])
+    return (f"random configs (the prior sweeps' {len(values)} trials, full budget): "
+            f"val_accuracy min {min(values):.3f}, 10/25/50/75/90th percentiles "
+            + " / ".join(f"{x:.3f}" for x in q) + f", max {max(values):.3f}; "
+            f"{sum(v >= 0.5 for v in values)} of {len(values)} at or above 0.5")
+
+
+def sampler_figure(rows: list[dict], n: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    axes[0].hist(random_configs(rows), bins=np.linspace(0, 1, 41), color="grey")
+    axes[0].set(title="random configs, full budget (prior sweeps)", xlabel="val_accuracy",
+                ylabel="trials")
+    seeds = sorted({r["seed"] for r in rows if r["arm"] == REFERENCE})
+    trials = np.arange(1, n + 1)
+    top = max(sum(r["steps_by_end"]) for r in rows if r["arm"] != "prior")
+    grid = np.linspace(0, top, 200)
+    for arm in [a for a in ARMS if any(r["arm"] == a for r in rows)]:
+        rs = [r for r in rows if r["arm"] == arm]
+        curves = np.array([best_so_far(r["val_by_trial"])[:n] for r in rs])
+        line, = axes[1].plot(trials, np.median(curves, axis=0), label=f"{arm} ({len(rs)})")
+        axes[1].fill_between(trials, *np.percentile(curves, [25, 75], axis=0),
+                             color=line.get_color(), alpha=0.12)
+        g = grid[grid <= statistics.median(sum(r["steps_by_end"]) for r in rs)]
+        by_steps = np.array([[value_at(r, x, "steps_by_end") for x in g] for r in rs])
+        axes[2].plot(g, np.median(by_steps, axis=0), color=line.get_color(), label=arm)
+        axes[2].fill_between(g, *np.percentile(by_steps, [25, 75], axis=0),
+                             color=line.get_color(), alpha=0.12)
+    axes[1].set(title=f"best so far vs trials ({len(seeds)} paired seeds)", xlabel="trials asked",
+                ylabel="best val_accuracy so far")
+    axes[2].set(title="best so far vs steps trained", xlabel="steps trained (this sweep's trials)",
+                ylabel="best val_accuracy so far")
+    for ax in axes[1:]:
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle("digits, 20 labels, 80 steps, space smpl-extended: median over seeds, IQR "
+                 "shaded", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sampler_report(rows: list[dict], out: Path | None) -> None:
+    n = min(len(r["val_by_trial"]) for r in rows)
+    print(histogram_line(random_configs(rows)))
+    print()
+    print(sampler_table([r for r in rows if r["arm"] != "prior"], n))
+    if out is not None:
+        sampler_figure(rows, n, out / "search_spread.png")
+        print(f"\nfigure: {out / 'search_spread.png'}")
+
+
 def report(rows: list[dict], out: Path | None) -> None:
     kept = paired(rows)
     if len(kept) < len(rows):
         print(f"left out {len(rows) - len(kept)} sweep(s) of seeds that did not run every "
               f"arm: {', '.join(r['name'] for r in rows if r not in kept)}\n")
     rows = kept
+    if any(r.get("task") == "spread" for r in rows):
+        sampler_report(rows, out)
+        return
     print(table(rows))
     print()
     for line in tpe_vs_random(rows):
@@ -372,8 +559,9 @@ def main(argv=None) -> int:
         # Seeds outermost: a study cut short still has every arm for the seeds it reached.
         for seed in range(args.seeds):
             for vs in args.val_sizes:
-                for arm in args.arms:
-                    name = f"v{vs}-{arm.replace('+', '-')}-s{seed}"
+                warm = any(ARMS[a][2] for a in args.arms)
+                for arm in (["prior"] if warm else []) + args.arms:
+                    name = sweep_name(arm, vs, seed)
                     if name in done:
                         continue
                     row = run_sweep(args, storage, arm, vs, seed)
@@ -381,9 +569,9 @@ def main(argv=None) -> int:
                         fh.write(json.dumps(row) + "\n")
                     best = max(best_so_far(row["val_by_trial"]))
                     print(f"[{time.time() - t0:6.0f} s] {row['name']}: best val_accuracy "
-                          f"{best:.4f}, {sum(row['seconds_by_end']):.0f} CPU-s, test "
-                          f"{row['test_accuracy']}, proposals: {row['proposals']}",
-                          file=sys.stderr, flush=True)
+                          f"{best:.4f}, {sum(row['steps_by_end'])} steps, "
+                          f"{row['wall_s']:.0f} s, test {row.get('test_accuracy')}, "
+                          f"proposals: {row['proposals']}", file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
     rows = [json.loads(ln) for ln in results.read_text().splitlines() if ln]
