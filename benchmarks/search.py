@@ -1,27 +1,31 @@
-"""Search efficiency: does TPE (+ ASHA) find better SMPL configs than random search for the
-same compute?
+"""Search efficiency: which sampler (+ ASHA, + a warm start) finds better SMPL configs than
+random search for the same compute?
 
-    python benchmarks/search.py [--seeds 5] [--trials 12] [--val-sizes 50,200]
-                                [--arms random,random+asha,tpe,tpe+asha] [--retrain-seeds 3]
+    python benchmarks/search.py [--task digits50|spread] [--seeds N] [--trials N]
+                                [--val-sizes 50,200] [--arms ARM,...] [--retrain-seeds N]
                                 [--set key=value ...] [--out DIR] [--quick]
     python benchmarks/search.py --report DIR/results.jsonl      # table + figure again
 
 Every sweep is a real `tune-smpl tune` (called in-process, on one Ray started here) on
-digits with 50 labels and a short trial. Arms: `random` and `tpe` samplers, each with ASHA
-off (`--grace-period` = the number of reports: no trial is stopped) and on (grace period 1,
-reduction factor 2). Sweep seed k seeds the sampler and the config (`seed=k`: the labelled
-split and the initialisation), so the arms of one seed are paired on the same data.
+digits. Two tasks (TASKS): `digits50` (50 labels, 100 steps, space `smpl`: most configs
+score alike) and `spread` (20 labels, 80 steps, space `smpl-extended`: random configs
+spread from chance to the best). Arms (ARMS): a sampler (random, tpe, gp), ASHA off
+(`--grace-period` = the number of reports: no trial is stopped) or on (grace period 1,
+reduction factor 2), and `+warm`: warm-started (`--warm-start`) from the seed's prior
+sweep. Sweep seed k seeds the sampler and the config (`seed=k`: the labelled split and the
+initialisation), so the arms of one seed are paired on the same data; its prior sweep is
+random search with ASHA off on another labelled split (`seed=k+100`), run first, and is the
+earlier sweep a user would warm-start from (its steps are not counted in the warm arms').
 
 For each sweep: the best `val_accuracy` found after each trial (in the order the trials
-were asked) and against trial CPU-seconds (the sum of the trials' own run times, in the
-order they ended: a stopped trial costs less), then its exported best config retrained over
-`--retrain-seeds` seeds with `tune-smpl train --eval-test` (test accuracy: the sweep never
-sees the test split). One JSON line per sweep goes to DIR/results.jsonl as it finishes; the
-table is printed and the figure (best-so-far val_accuracy vs CPU-seconds, median over seeds,
-interquartile spread shaded) written to DIR/search.png at the end.
-`--quick` is a CI-sized run (one seed, 3 trials, 2 arms, tiny trials) that checks the
-script, not the science. A study stopped part-way resumes with the same `--out`: finished
-sweeps are skipped, a half-run one is started again.
+were asked) and against trial CPU-seconds and steps trained (in the order they ended: a
+stopped trial costs less), then (`--retrain-seeds` > 0) its exported best config retrained
+with `tune-smpl train --eval-test` (test accuracy: the sweep never sees the test split).
+One JSON line per sweep goes to DIR/results.jsonl as it finishes; the table is printed and
+the figure written to DIR/search.png (task spread: DIR/search_spread.png, with a histogram
+of the random configs) at the end. `--quick` is a CI-sized run (one seed, 3 trials, 2 arms,
+tiny trials) that checks the script, not the science. A study stopped part-way resumes with
+the same `--out`: finished sweeps are skipped, a half-run one is started again.
 """
 
 from __future__ import annotations
@@ -411,8 +415,7 @@ def sampler_table(rows: list[dict], n: int) -> str:
     it (and to REFERENCE's steps for all n trials), and the seeds that reached it within n/2
     trials."""
     ref = {r["seed"]: r for r in rows if r["arm"] == REFERENCE}
-    seeds = sorted(ref)
-    target = {s: best_so_far(ref[s]["val_by_trial"])[n - 1] for s in seeds}
+    target = {s: best_so_far(r["val_by_trial"])[n - 1] for s, r in ref.items()}
     ks = [k for k in (4, n // 2, n) if k <= n]
     ks = sorted(set(ks))
     head = (["arm", "sweeps"] + [f"best@{k} median [IQR]" for k in ks]
@@ -421,7 +424,8 @@ def sampler_table(rows: list[dict], n: int) -> str:
                f"reached within {n // 2} trials", "stopped", "model-proposed"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in [a for a in ARMS if any(r["arm"] == a for r in rows)]:
-        by = {r["seed"]: r for r in rows if r["arm"] == arm}
+        by = {r["seed"]: r for r in rows if r["arm"] == arm and r["seed"] in ref}
+        seeds = sorted(by)  # paired: the seeds both this arm and REFERENCE ran
         best = {s: best_so_far(by[s]["val_by_trial"]) for s in seeds}
         ref_best = {s: best_so_far(ref[s]["val_by_trial"]) for s in seeds}
         cells = [arm, str(len(seeds))]
@@ -470,7 +474,6 @@ def sampler_figure(rows: list[dict], n: int, path: Path) -> None:
     axes[0].hist(random_configs(rows), bins=np.linspace(0, 1, 41), color="grey")
     axes[0].set(title="random configs, full budget (prior sweeps)", xlabel="val_accuracy",
                 ylabel="trials")
-    seeds = sorted({r["seed"] for r in rows if r["arm"] == REFERENCE})
     trials = np.arange(1, n + 1)
     top = max(sum(r["steps_by_end"]) for r in rows if r["arm"] != "prior")
     grid = np.linspace(0, top, 200)
@@ -485,7 +488,7 @@ def sampler_figure(rows: list[dict], n: int, path: Path) -> None:
         axes[2].plot(g, np.median(by_steps, axis=0), color=line.get_color(), label=arm)
         axes[2].fill_between(g, *np.percentile(by_steps, [25, 75], axis=0),
                              color=line.get_color(), alpha=0.12)
-    axes[1].set(title=f"best so far vs trials ({len(seeds)} paired seeds)", xlabel="trials asked",
+    axes[1].set(title="best so far vs trials (sweeps per arm)", xlabel="trials asked",
                 ylabel="best val_accuracy so far")
     axes[2].set(title="best so far vs steps trained", xlabel="steps trained (this sweep's trials)",
                 ylabel="best val_accuracy so far")
@@ -510,14 +513,14 @@ def sampler_report(rows: list[dict], out: Path | None) -> None:
 
 
 def report(rows: list[dict], out: Path | None) -> None:
+    if any(r.get("task") == "spread" for r in rows):
+        sampler_report(rows, out)  # pairs each arm with random+asha on the seeds both ran
+        return
     kept = paired(rows)
     if len(kept) < len(rows):
         print(f"left out {len(rows) - len(kept)} sweep(s) of seeds that did not run every "
               f"arm: {', '.join(r['name'] for r in rows if r not in kept)}\n")
     rows = kept
-    if any(r.get("task") == "spread" for r in rows):
-        sampler_report(rows, out)
-        return
     print(table(rows))
     print()
     for line in tpe_vs_random(rows):
