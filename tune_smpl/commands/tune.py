@@ -206,9 +206,12 @@ def run(args: argparse.Namespace) -> int:
 def close(result, settings, mlflow) -> int:
     """The end of a command's run of a sweep, in order: the summary, MLflow's parent run,
     the report. Exit 130 when interrupted, 1 when no trial gave a measurement, else 0."""
+    from tune_smpl.sweep.run import no_sigint
+
     if result.status == "interrupted":
-        summary.print_interrupted(result, settings)
-        mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
+        with no_sigint():  # a Ctrl-C after the first must not leave the parent run open
+            summary.print_interrupted(result, settings)
+            mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
         return 130
     summary.print_finished(result, settings, mlflow.uri)
     pick = result.pick

@@ -166,7 +166,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     left = _stage(ledger, search)
     if not left and settings.finalists:
         left = _stage(ledger, finalists, finalist_stage=True)
-    with _no_sigint():  # a second Ctrl-C must not cut the bookkeeping short
+    with no_sigint():  # a second Ctrl-C must not cut the bookkeeping short
         runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
         if "finalists" in meta:
             meta["finalists"]["status"] = (
@@ -189,7 +189,7 @@ def _stage(ledger: Ledger, work, finalist_stage: bool = False) -> list[TrialReco
         work()
     except KeyboardInterrupt:
         interrupted = True
-    with _no_sigint():
+    with no_sigint():
         return ledger.settle(interrupted, finalists=finalist_stage)
 
 
@@ -220,7 +220,8 @@ def _copy_study(record: SweepRecord, db: Path) -> None:
 
 
 @contextlib.contextmanager
-def _no_sigint():
+def no_sigint():
+    """Ctrl-C ignored inside: bookkeeping that a second Ctrl-C must not cut short."""
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to guard
