@@ -84,6 +84,11 @@ class Ledger:
             self.trials[key] = t
         else:  # an unfinished trial of a resumed sweep, asked again
             t.interrupted, t.resumes = False, t.resumes + 1
+            # Its kept reports go back into the study, as a rebuild from the record has
+            # them: a trial cut before it reports again ends PRUNED with its last value.
+            for row in t.reports:
+                if isinstance(row.get(O.METRIC), (int, float)):
+                    trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
         trial.set_user_attr("key", key)
         trial.set_user_attr("proposed_by", t.proposed_by)
         self.live[key], self.by_ray[ray_id] = trial, key
