@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +65,81 @@ def cli_env(tag: str) -> dict:
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
+
+
+# --- the `tune-smpl tune` command in a subprocess (its own Ray) --------------------------
+def cli_sets(steps: int = 200, grace: int = 10) -> list[str]:
+    """Ten reports per trial; `grace` reports before ASHA may stop one; 2 CPUs offered."""
+    sets = [f"steps={steps}", f"eval_every={steps // 10}", "batch_size=16", "mu=2",
+            "val_size=100"]
+    return [*sum((["--set", s] for s in sets), []), "--grace-period", str(grace),
+            "--num-cpus", "2"]
+
+
+def cli_cmd(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(root / "runs"),
+            "--tracking-uri", f"sqlite:///{root}/mlflow.db", *args]
+
+
+def default_sigint() -> None:
+    """In the child before it runs: Ctrl-C's default disposition. A pytest started in the
+    background of a non-interactive shell (`nohup make test &`) ignores SIGINT, and a
+    child inherits that; the command would then never see the Ctrl-C these tests send."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_cli(root: Path, tag: str, *args: str) -> subprocess.Popen:
+    """`tune-smpl tune ARGS` in its own session (process group), storage root/runs."""
+    return subprocess.Popen(cli_cmd(root, *args), env=cli_env(tag), cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=default_sigint)
+
+
+def run_cli(root: Path, tag: str, *args: str,
+            timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_cmd(root, *args), env=cli_env(tag), cwd=root,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def export_cli(root: Path, tag: str, name: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tune_smpl", "export", name, "--storage-path",
+                           str(root / "runs")], env=cli_env(tag), capture_output=True,
+                          text=True, timeout=120)
+
+
+def wait_for(proc: subprocess.Popen, cond, timeout: float = 240) -> None:
+    """Until `cond()` holds; an AssertionError with the command's output if it exits first
+    or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if cond():
+                return
+        except (OSError, ValueError):  # a record file being replaced
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} first:\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out:\n{proc.communicate()[0]}")
+        time.sleep(0.1)
+
+
+def end_group(proc: subprocess.Popen, tag: str) -> None:
+    """The command's process group (its Ray, when the command was killed) and its Ray
+    temp dir, so that no test leaves processes or files behind."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    shutil.rmtree(cli_env(tag)["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
+
+
+def kill_group(proc: subprocess.Popen, tag: str) -> None:
+    """SIGKILL the command (a killed driver), then clean up as `end_group`."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    end_group(proc, tag)
 
 
 def spy_model(sampler) -> list[bool]:

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +22,15 @@ from pathlib import Path
 import pytest
 
 from tests.tune_smpl import views
-from tests.tune_smpl.conftest import cli_env
+from tests.tune_smpl.conftest import (
+    cli_sets,
+    end_group,
+    export_cli,
+    kill_group,
+    run_cli,
+    start_cli,
+    wait_for,
+)
 from tune_smpl.cli import main
 
 GOOD_LR, BAD_LR = 0.03, 1.0e6
@@ -202,107 +207,31 @@ def test_time_budget_cuts_trials_through_the_normal_stop(ray_local, tmp_path, ca
     assert "id='finalists-cut'" in page and "stage cut_by_budget" in page
 
 
-# --- the command in subprocesses ---------------------------------------------------------
-def _cmd(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(root / "runs"),
-            "--tracking-uri", f"sqlite:///{root}/mlflow.db", *args]
-
-
-def _default_sigint() -> None:
-    """In the child before it runs: Ctrl-C's default disposition. A pytest started in the
-    background of a non-interactive shell (`nohup make test &`) ignores SIGINT, and a
-    child inherits that; the command would then never see the Ctrl-C these tests send."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _start(root: Path, tag: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(_cmd(root, *args), env=cli_env(tag), cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=_default_sigint)
-
-
-def _run(root: Path, tag: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    return subprocess.run(_cmd(root, *args), env=cli_env(tag), cwd=root, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def _wait_for(proc: subprocess.Popen, cond, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if cond():
-                return
-        except (OSError, ValueError):  # a record file being replaced
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} first:\n{proc.stdout.read()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"timed out:\n{proc.communicate()[0]}")
-        time.sleep(0.1)
-
-
-def _end_group(proc: subprocess.Popen, tag: str) -> None:
-    """The command's process group (its Ray, when the command was killed) and its Ray
-    temp dir, so that no test leaves processes or files behind."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    shutil.rmtree(cli_env(tag)["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
-
-
-def _sub(steps: int = 200, grace: int = 10) -> list[str]:
-    """Ten reports per trial; `grace` reports before ASHA may stop one."""
-    return [*_sets([f"steps={steps}", f"eval_every={steps // 10}", "batch_size=16", "mu=2",
-                    "val_size=100"]), "--grace-period", str(grace), "--num-cpus", "2"]
-
-
-def _reports(sweep: Path) -> int:
-    return sum(len(t["reports"]) for t in views.record(sweep).values()) if sweep.is_dir() else 0
-
-
-def _history_kept(before: dict, after: dict) -> None:
-    """A resumed trial continues from its last checkpoint: the reports it had stay, each
-    step comes once, none is missing, and a finished trial is not run again."""
-    for key, t in after.items():
-        steps = [r["step"] for r in t["reports"]]
-        assert steps == sorted(set(steps)), (key, steps)
-        if t["outcome"] == "completed":
-            assert steps == list(range(steps[0], steps[-1] + 1, steps[0])), (key, steps)
-        old = before.get(key)
-        if old and old["outcome"]:
-            assert t == old, key  # finished before: untouched
-        elif old:
-            kept = [r["step"] for r in old["reports"]]
-            assert steps[:len(kept)] == kept, (key, kept, steps)
-
-
+# --- the command in subprocesses (helpers: conftest.py) --------------------------------
 @pytest.mark.parametrize("samples", [2, 3], ids=["trials<=slots", "trials>slots"])
 def test_ctrl_c_interrupts_and_resume_finishes(tmp_path, samples):
     """Ctrl-C exits 130 whatever the trial count, leaves the unfinished trials visibly
     interrupted (study mark, MLflow KILLED) and prints our --resume line, not Ray's; two
     Ctrl-C in a row exit at once; --resume finishes the sweep with every trial once."""
     sweep, uri = tmp_path / "runs" / "cc", f"sqlite:///{tmp_path}/mlflow.db"
-    proc = _start(tmp_path, "c", "--name", "cc", "--num-samples", str(samples),
-                  "--max-concurrent", "2", *_sub())
+    proc = start_cli(tmp_path, "c", "--name", "cc", "--num-samples", str(samples),
+                     "--max-concurrent", "2", *cli_sets())
     try:
-        _wait_for(proc, lambda: _reports(sweep) >= 3)
+        wait_for(proc, lambda: views.report_count(sweep) >= 3)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
-        _end_group(proc, "c")
+        end_group(proc, "c")
     assert proc.returncode == 130, out
     assert f"tune-smpl tune --name cc --storage-path {tmp_path / 'runs'} --resume" in out
     assert "Tuner.restore" not in out and "best val_accuracy" not in out.split("interrupted")[-1]
     before = views.check_interrupted(sweep, uri)
 
     if samples > 2:  # twice, quickly, in the resumed sweep: out at once, still resumable
-        seen = _reports(sweep)
-        proc = _start(tmp_path, "c", "--name", "cc", "--resume")
+        seen = views.report_count(sweep)
+        proc = start_cli(tmp_path, "c", "--name", "cc", "--resume")
         try:
-            _wait_for(proc, lambda: _reports(sweep) >= seen + 2)
+            wait_for(proc, lambda: views.report_count(sweep) >= seen + 2)
             proc.send_signal(signal.SIGINT)
             time.sleep(0.2)
             proc.send_signal(signal.SIGINT)
@@ -310,26 +239,19 @@ def test_ctrl_c_interrupts_and_resume_finishes(tmp_path, samples):
             out, _ = proc.communicate(timeout=120)
             took = time.monotonic() - t0
         finally:
-            _end_group(proc, "c")
+            end_group(proc, "c")
         assert proc.returncode == 130 and "--resume" in out, out
         assert took < 30, took
         before = views.check_interrupted(sweep, uri)
 
-    done = _run(tmp_path, "c", "--name", "cc", "--resume")
+    done = run_cli(tmp_path, "c", "--name", "cc", "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
-    export = subprocess.run([sys.executable, "-m", "tune_smpl", "export", "cc", "--storage-path",
-                             str(tmp_path / "runs")], env=cli_env("c"), capture_output=True,
-                            text=True, timeout=120)
+    export = export_cli(tmp_path, "c", "cc")
     after = views.check_finished(sweep, uri, trials=samples, summary=done.stdout,
                                  export=export.stdout)
-    _history_kept(before, after)
+    views.history_kept(before, after)
     assert all(t["outcome"] == "completed" for t in after.values())  # no ASHA stop here
     assert all(after[k]["resumes"] >= 1 for k, t in before.items() if not t["outcome"])
-
-
-def _kill(proc: subprocess.Popen, tag: str) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    _end_group(proc, tag)
 
 
 def _moment(what: str, rec: dict, seen_done: set, seen_reports: int) -> bool:
@@ -348,25 +270,25 @@ def test_killed_driver_anywhere_then_resume_runs_each_trial_once(tmp_path):
     right after ASHA stopped a trial, between two checkpoints of a trial), --resume after
     each: at the end exactly N trials finished, each once, and the views agree."""
     sweep, uri, n = tmp_path / "runs" / "kd", f"sqlite:///{tmp_path}/mlflow.db", 6
-    args = ["--name", "kd", "--num-samples", str(n), "--max-concurrent", "2", *_sub(grace=1)]
+    args = ["--name", "kd", "--num-samples", str(n), "--max-concurrent", "2", *cli_sets(grace=1)]
     snapshots: list[dict] = []
     for what in ("trials created", "right after an ASHA stop", "between checkpoints"):
         rec = views.record(sweep) if sweep.is_dir() else {}
         seen_done = {k for k, t in rec.items() if t["outcome"]}
         seen_reports = sum(len(t["reports"]) for t in rec.values())
-        proc = _start(tmp_path, "k", *(["--name", "kd", "--resume"] if rec else args))
+        proc = start_cli(tmp_path, "k", *(["--name", "kd", "--resume"] if rec else args))
         try:
-            _wait_for(proc, lambda w=what, d=seen_done, r=seen_reports: _moment(
+            wait_for(proc, lambda w=what, d=seen_done, r=seen_reports: _moment(
                 w, views.record(sweep), d, r))
         finally:
-            _kill(proc, "k")
+            kill_group(proc, "k")
         assert proc.returncode == -signal.SIGKILL, what
         snapshots.append(views.record(sweep))
-    done = _run(tmp_path, "k", "--name", "kd", "--resume")
+    done = run_cli(tmp_path, "k", "--name", "kd", "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
     after = views.check_finished(sweep, uri, trials=n, summary=done.stdout)
     for before in snapshots:
-        _history_kept(before, after)
+        views.history_kept(before, after)
         for key, t in before.items():  # a trial created before a kill ran on, not replaced
             assert after[key]["params"] == t["params"]
 
@@ -381,18 +303,18 @@ def test_finalist_stage_ctrl_c_then_kill_then_resume_runs_only_the_missing_runs(
     untouched, each planned run once, and every view agrees."""
     sweep, uri = tmp_path / "runs" / "fs", f"sqlite:///{tmp_path}/mlflow.db"
     args = ["--name", "fs", "--num-samples", "2", "--max-concurrent", "2", "--finalists", "1",
-            "--finalist-seeds", "3", *_sub(steps=100)]
+            "--finalist-seeds", "3", *cli_sets(steps=100)]
 
     def finalist_reports() -> int:
         return sum(len(t["reports"]) for t in views.record(sweep, "finalist_").values())
 
-    proc = _start(tmp_path, "f", *args)
+    proc = start_cli(tmp_path, "f", *args)
     try:
-        _wait_for(proc, lambda: finalist_reports() >= 2)
+        wait_for(proc, lambda: finalist_reports() >= 2)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
-        _end_group(proc, "f")
+        end_group(proc, "f")
     assert proc.returncode == 130, out
     assert "tune-smpl tune --name fs" in out and "--resume" in out
     search = views.record(sweep)
@@ -402,24 +324,22 @@ def test_finalist_stage_ctrl_c_then_kill_then_resume_runs_only_the_missing_runs(
     assert stage["status"] == "interrupted" and len(views.record(sweep, "finalist_")) == 3
 
     seen = finalist_reports()
-    proc = _start(tmp_path, "f", "--name", "fs", "--resume")
+    proc = start_cli(tmp_path, "f", "--name", "fs", "--resume")
     try:
-        _wait_for(proc, lambda: finalist_reports() > seen)
+        wait_for(proc, lambda: finalist_reports() > seen)
     finally:
-        _kill(proc, "f")
+        kill_group(proc, "f")
     killed = views.record(sweep, "finalist_")
 
-    done = _run(tmp_path, "f", "--name", "fs", "--resume")
+    done = run_cli(tmp_path, "f", "--name", "fs", "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
-    export = subprocess.run([sys.executable, "-m", "tune_smpl", "export", "fs", "--storage-path",
-                             str(tmp_path / "runs")], env=cli_env("f"), capture_output=True,
-                            text=True, timeout=120)
+    export = export_cli(tmp_path, "f", "fs")
     after = views.check_finished(sweep, uri, trials=2, summary=done.stdout, export=export.stdout)
     assert after == search  # the search ran once
     runs = views.record(sweep, "finalist_")
     assert sorted(runs) == sorted(killed) and len(runs) == 3
     assert all(r["outcome"] == "completed" for r in runs.values())
-    _history_kept(killed, runs)  # a run finished before the last resume is untouched
+    views.history_kept(killed, runs)  # a run finished before the last resume is untouched
     assert len(views.study(sweep).trials) == 2
     stage = json.loads((sweep / "sweep.json").read_text())["finalists"]
     assert stage["status"] == "done" and "finalists: the 1 best trial(s) x 3 fresh" in done.stdout

@@ -2,17 +2,22 @@
 
 The prior is a synthetic record of a finished sweep (run.new_record and real TrialRecords,
 as test_damaged_record.py writes one: no Ray), 8 trials over the `smpl` space, whose best
-(val_accuracy 0.9999 and 0.998) nothing a 40-step sweep reaches can beat. The new space is
-narrower: `lr` from 1e-3 (two prior trials lie below: not added) and no `clamp_max` (its
-values dropped). Unit tests on Optuna studies show what the sampler reads, what runs first,
-the numbering and the rebuild on `--resume`; two real sweeps warm-start from the prior in a
-local folder and in an S3 bucket (moto), and check every view of the new sweep.
+(val_accuracy 0.9999 and 0.998) no trial scored on a 100-example validation set (k/100)
+can equal. The new space is narrower: `lr` from 1e-3 (two prior trials lie below: not
+added) and no `clamp_max` (its values dropped). Unit tests on Optuna studies show what the
+sampler reads, what runs first, the numbering and the rebuild on `--resume`; two real sweeps
+warm-start from the prior in a local folder and in an S3 bucket (moto), and check every view
+of the new sweep. On the failure paths (as test_reliability.py runs them): Ctrl-C and a
+killed driver (the prior sweep then deleted) of a warm-started `tune` command, each
+finished by `--resume`, and a time budget that cuts a warm-started sweep.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
@@ -22,7 +27,17 @@ from search_spaces import load_space, make_define_by_run
 from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
 from tests.tune_smpl import views
-from tests.tune_smpl.conftest import small_sets, spy_model
+from tests.tune_smpl.conftest import (
+    cli_sets,
+    end_group,
+    export_cli,
+    kill_group,
+    run_cli,
+    small_sets,
+    spy_model,
+    start_cli,
+    wait_for,
+)
 from tests.tune_smpl.test_remote_storage import CREDS, s3  # noqa: F401 - the bucket fixture
 from tune_smpl.cli import main
 from tune_smpl.commands.tune import _sampler_line
@@ -210,9 +225,10 @@ def test_the_sampler_reads_the_prior_from_its_first_proposal(local):
         assert warm == _first_proposal(prior, space, seed)[0]  # seeded: reproducible
 
 
-def _ledger(record: SweepRecord, study, space: dict, n_prior: int) -> Ledger:
+def _ledger(record: SweepRecord, study, space: dict, n_prior: int,
+            deadline: float | None = None) -> Ledger:
     return Ledger(record, record.trials(), study, make_define_by_run(space), BASE.to_dict(),
-                  sampler="tpe", n_startup=3, steps=BASE.steps, deadline=None,
+                  sampler="tpe", n_startup=3, steps=BASE.steps, deadline=deadline,
                   n_prior=n_prior)
 
 
@@ -280,6 +296,35 @@ def test_resume_rebuilds_the_prior_from_the_record_after_the_prior_is_gone(local
     check_numbers(rebuilt, list(trials.values()), ADDED)
 
 
+def test_a_resumed_prior_best_cut_by_the_budget_keeps_its_last_value_in_the_study(local):
+    """A prior best interrupted after two reports, resumed with its budget spent and cut
+    before it reports again: the study of that run has it PRUNED with its recorded reports
+    and last value, as the record (and a rebuild from it) has it, not PRUNED without one."""
+    root, _, _, space = local
+    new, prior = _new_sweep(root, space, top=2)
+    ledger = _ledger(new, build_study([], "warm", sampler=make_sampler("tpe", 0, 3),
+                                      prior=prior), space, ADDED)
+    ledger.new_trial("a")
+    ledger.reported("a", {"step": 10, "val_accuracy": 0.6})
+    ledger.reported("a", {"step": 20, "val_accuracy": 0.7})
+    assert [t.key for t in ledger.settle(interrupted=True)] == ["0000"]
+
+    trials = new.trials()
+    study = build_study(trials, "warm", sampler=make_sampler("tpe", 1, 3),
+                        prior=P.read(new, new.meta()))
+    ledger = _ledger(new, study, space, ADDED, deadline=0.0)  # the budget is spent
+    ledger.new_trial("b")  # 0000 again, from its checkpoint
+    ledger.ended("b", None)  # cut before its first new report
+    (t,) = new.trials()
+    assert t.key == "0000" and t.outcome == "cut_by_budget" and t.proposed_by == PRIOR
+    ran = study.trials[ADDED]
+    assert (ran.state, ran.value, ran.intermediate_values) == (
+        optuna.trial.TrialState.PRUNED, 0.7, {10: 0.6, 20: 0.7})
+    rebuilt = build_study(new.trials(), "warm", prior=P.read(new, new.meta())).trials[ADDED]
+    assert (rebuilt.state, rebuilt.value, rebuilt.intermediate_values) == (
+        ran.state, ran.value, ran.intermediate_values)
+
+
 def test_a_damaged_prior_file_is_named(local):
     root, _, _, space = local
     new, _ = _new_sweep(root, space, top=2)
@@ -308,8 +353,10 @@ def _check_warm_sweep(root: Path, name: str, out: str, export: str, *, trials: i
     keys = sorted(rec)
     assert [rec[k]["params"] for k in keys[:len(enqueued)]] == enqueued
     assert [rec[k]["proposed_by"] for k in keys[:len(enqueued)]] == [PRIOR] * len(enqueued)
-    top = views.best_of(rec)
-    assert top[0] in rec and top[1] < 0.998  # a new trial; the prior's 0.9999 never wins
+    top = views.best_of(rec)  # the summary, the parent run and the export say it too
+    added = json.loads((sweep / "prior.json").read_text())["trials"]
+    # A new trial; the prior's 0.9999 (no k/100 of a 100-example val set) never wins.
+    assert top[0] in rec and top[1] != max(t["score"] for t in added) == 0.9999
     assert f"proposals: {len(enqueued)} from the prior, " in out
     meta = json.loads((sweep / "sweep.json").read_text())
     n_prior = meta["warm_start"]["trials"]
@@ -378,3 +425,175 @@ def test_warm_start_from_a_sweep_in_a_bucket(ray_local, s3, tmp_path, capsys,  #
     assert meta["warm_start"]["sweeps"][0]["storage"] == s3
     assert meta["warm_start"]["sweeps"][0]["uri"] == bucket
     assert meta["settings"]["warm_start_storage"] == s3
+
+
+# --- a warm-started sweep on the failure paths ----------------------------------------
+# The command in subprocesses (each with its own Ray), as test_reliability.py runs it: the
+# three best prior trials planned (`--warm-start-top 3`) on two slots, so that a stop while
+# the first two run leaves the third still to be asked from the record's copy.
+TOP, SAMPLES, STEPS = 3, 4, 60  # ten reports of 6 steps per trial
+
+
+def _planned(root: Path, space: dict) -> dict:
+    """prior.json as a new sweep of SAMPLES trials with TOP planned writes it."""
+    prior = P.load(["prior"], str(root), space)
+    prior.plan(TOP, SAMPLES)
+    return json.loads(json.dumps(asdict(prior)))
+
+
+def _start_warm(tmp_path: Path, tag: str, name: str, path: str, *extra: str):
+    return start_cli(tmp_path, tag, "--name", name, "--space", path, "--warm-start", "prior",
+                     "--warm-start-top", str(TOP), "--num-samples", str(SAMPLES),
+                     "--max-concurrent", "2", *extra)
+
+
+def _kept_prior(sweep: Path, planned: dict, status: str) -> dict:
+    """After a stop: sweep.json says how the sweep stopped and still has its warm start,
+    prior.json is the prior the sweep started with, and the study file holds it. Returns
+    sweep.json."""
+    meta = json.loads((sweep / "sweep.json").read_text())
+    assert meta["status"] == status
+    assert meta["warm_start"]["trials"] == ADDED and meta["warm_start"]["enqueued"] == TOP
+    assert meta["sampler"]["sampler_startup_prior"] == ADDED
+    assert json.loads((sweep / "prior.json").read_text()) == planned
+    views.own_trials(sweep, views.study(sweep))  # the prior's trials first, as in prior.json
+    return meta
+
+
+def _check_resumed(root: Path, name: str, done, export, best: list[dict], uri: str,
+                   snapshots: list[dict], planned: dict) -> dict:
+    """The views of a warm-started sweep finished by --resume: its prior kept from the
+    record, the planned best run once each, as its first trials, never the best; every
+    trial of a snapshot ran on (history kept), none twice."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "warm-started from prior" in out and "(kept from its record)" in out
+    assert f"2 start-up trials, met by {ADDED} prior trials" in out
+    assert len(best) == TOP
+    _check_warm_sweep(root, name, out, export.stdout, trials=SAMPLES, enqueued=best, uri=uri)
+    sweep = root / name
+    assert json.loads((sweep / "prior.json").read_text()) == planned  # never rewritten
+    rec = views.record(sweep)
+    assert [rec[k]["proposed_by"] for k in sorted(rec)][TOP:] == ["tpe"] * (SAMPLES - TOP)
+    assert f"proposals: {TOP} from the prior, 0 random start-up, {SAMPLES - TOP} proposed " \
+           "by TPE" in out
+    own = views.own_trials(sweep, views.study(sweep))
+    for params in best:  # an enqueued best ran once, as one trial of the sweep
+        assert sum(t.params == params for t in own.values()) == 1, params
+    for before in snapshots:
+        views.history_kept(before, rec)
+        for key, t in before.items():  # a trial asked before the stop ran on, not replaced
+            assert rec[key]["params"] == t["params"]
+            assert rec[key]["proposed_by"] == t["proposed_by"]
+    return rec
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_warm_started_sweep_then_resume_keeps_its_prior(local, tmp_path):
+    """Ctrl-C while the prior's two best run: exit 130, both interrupted, the third best
+    not asked yet, the record's prior intact; --resume runs the two on from their
+    checkpoints, then the third best, then TPE's proposal, each once."""
+    root, record, path, space = local
+    sweep, uri = root / "wc", f"sqlite:///{tmp_path}/mlflow.db"
+    planned = _planned(root, space)
+    proc = _start_warm(tmp_path, "wc", "wc", path, *cli_sets(steps=STEPS))
+    try:  # no trial can end before 10 reports (grace 10): 3 reports, both still running
+        wait_for(proc, lambda: views.report_count(sweep) >= 3)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        end_group(proc, "wc")
+    assert proc.returncode == 130, out
+    assert "the 3 best run first" in out
+    assert f"tune-smpl tune --name wc --storage-path {root} --resume" in out
+    before = views.check_interrupted(sweep, uri)
+    assert sorted(before) == ["0000", "0001"]
+    assert all(t["interrupted"] and t["proposed_by"] == PRIOR for t in before.values())
+    assert [before[k]["params"] for k in sorted(before)] == prior_best(record, 2)
+    _kept_prior(sweep, planned, "interrupted")
+
+    done = run_cli(tmp_path, "wc", "--name", "wc", "--resume")
+    rec = _check_resumed(root, "wc", done, export_cli(tmp_path, "wc", "wc"),
+                         prior_best(record, TOP), uri, [before], planned)
+    assert rec["0000"]["resumes"] == rec["0001"]["resumes"] == 1
+    assert rec["0002"]["resumes"] == 0 and rec["0002"]["proposed_by"] == PRIOR
+
+
+@pytest.mark.slow
+def test_killed_driver_of_a_warm_started_sweep_resumes_without_the_prior_sweep(local,
+                                                                               tmp_path):
+    """SIGKILL the driver between two checkpoints of a prior best, delete the prior sweep,
+    --resume and SIGKILL it again once it has asked a new trial, then --resume to the end:
+    the study is rebuilt from prior.json each time, the planned best run once each."""
+    root, record, path, space = local
+    sweep, uri = root / "wk", f"sqlite:///{tmp_path}/mlflow.db"
+    planned, best = _planned(root, space), prior_best(record, TOP)  # before it goes
+    snapshots: list[dict] = []
+
+    def between_checkpoints() -> bool:
+        rec = views.record(sweep)
+        return any(len(t["reports"]) >= 2 and not t["outcome"] for t in rec.values())
+
+    proc = _start_warm(tmp_path, "wk", "wk", path, *cli_sets(steps=STEPS, grace=1))
+    try:
+        wait_for(proc, between_checkpoints)
+    finally:
+        kill_group(proc, "wk")
+    assert proc.returncode == -signal.SIGKILL
+    snapshots.append(views.record(sweep))
+    _kept_prior(sweep, planned, "running")  # a killed driver: the record as last written
+    shutil.rmtree(root / "prior")  # prior.json is all a resume needs
+
+    asked, seen = len(snapshots[-1]), views.report_count(sweep)
+
+    def moved_on() -> bool:  # a new trial asked (a report, if every trial was asked)
+        return (len(views.record(sweep)) > asked if asked < SAMPLES
+                else views.report_count(sweep) > seen)
+
+    proc = start_cli(tmp_path, "wk", "--name", "wk", "--resume")
+    try:
+        wait_for(proc, moved_on)
+    finally:
+        kill_group(proc, "wk")
+    assert proc.returncode == -signal.SIGKILL
+    snapshots.append(views.record(sweep))
+    _kept_prior(sweep, planned, "running")
+
+    done = run_cli(tmp_path, "wk", "--name", "wk", "--resume")
+    assert not (root / "prior").exists()
+    _check_resumed(root, "wk", done, export_cli(tmp_path, "wk", "wk"), best, uri, snapshots,
+                   planned)
+
+
+@pytest.mark.slow
+def test_a_time_budget_cuts_a_warm_started_sweep(ray_local, local, tmp_path, capsys):
+    """The budget cuts the prior's best and TPE's first proposal alike: cut_by_budget in
+    the record, PRUNED in the study beside the untouched prior trials, counted so in the
+    summary, whose proposals line counts the prior's on their own; the best is a trial of
+    the sweep, never a prior trial."""
+    root, record, path, space = local
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    # ASHA never stops a trial and none can finish 20000 steps in 30 s: the budget ends them.
+    sets = ["steps=20000", "eval_every=50", "batch_size=16", "mu=2", "val_size=100"]
+    rc = main(["tune", "--name", "wb", "--storage-path", str(root), "--tracking-uri", uri,
+               "--space", path, "--warm-start", "prior", "--warm-start-top", "1",
+               "--num-samples", "4", "--gpus-per-trial", "0", "--time-budget", "30",
+               "--grace-period", "400", *sum((["--set", s] for s in sets), [])])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert main(["export", "wb", "--storage-path", str(root)]) == 0
+    export = capsys.readouterr().out
+    rec = views.record(root / "wb")
+    meta = _check_warm_sweep(root, "wb", out, export, trials=None,
+                             enqueued=prior_best(record, 1), uri=uri)
+    assert meta["status"] == "finished" and meta["wall_s"] > 25
+    outcomes = [t["outcome"] for t in rec.values()]
+    assert len(outcomes) >= 2 and set(outcomes) == {"cut_by_budget"}
+    assert f"{len(outcomes)} trials: 0 completed, 0 stopped early, {len(outcomes)} cut by " \
+           "budget" in out
+    assert (f"proposals: 1 from the prior, 0 random start-up, {len(outcomes) - 1} proposed "
+            "by TPE") in out
+    st = views.study(root / "wb")
+    assert [t.state.name for t in st.trials[:ADDED]] == [
+        t["state"] for t in json.loads((root / "wb" / "prior.json").read_text())["trials"]]
+    assert {t.state.name for t in st.trials[ADDED:]} == {"PRUNED"}

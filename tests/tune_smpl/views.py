@@ -31,6 +31,27 @@ def record(sweep: Path, prefix: str = "trial_") -> dict[str, dict]:
             for d in sorted(sweep.glob(f"{prefix}*")) if (d / "trial.json").is_file()}
 
 
+def report_count(sweep: Path) -> int:
+    """The reports in a sweep's trial records so far (0 before its folder exists)."""
+    return sum(len(t["reports"]) for t in record(sweep).values()) if sweep.is_dir() else 0
+
+
+def history_kept(before: dict, after: dict) -> None:
+    """A resumed trial continues from its last checkpoint: the reports it had stay, each
+    step comes once, none is missing, and a finished trial is not run again."""
+    for key, t in after.items():
+        steps = [r["step"] for r in t["reports"]]
+        assert steps == sorted(set(steps)), (key, steps)
+        if t["outcome"] == "completed":
+            assert steps == list(range(steps[0], steps[-1] + 1, steps[0])), (key, steps)
+        old = before.get(key)
+        if old and old["outcome"]:
+            assert t == old, key  # finished before: untouched
+        elif old:
+            kept = [r["step"] for r in old["reports"]]
+            assert steps[:len(kept)] == kept, (key, kept, steps)
+
+
 def finalist_best(sweep: Path) -> tuple[str, float, int] | None:
     """An independent reading of the best with a finalist stage: (search trial key, mean of
     its runs' final val_accuracy at `steps`, runs) for the highest mean; None without one."""
