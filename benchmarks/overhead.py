@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SLOTS = 2  # trial slots of both arms: two processes of one CPU each
+TUNE_SMPL = [sys.executable, "-m", "tune_smpl"]  # the command, in a fresh process
 TASKS = {  # the trial config; trials per sweep
     "moons": ({"dataset": "moons"}, 16),  # about 2.5 s a trial on the dev CPU
     "digits": ({"dataset": "digits"}, 8),  # `make tune`'s trials: the default config
@@ -116,9 +117,21 @@ def startup_trials(n: int) -> int:
 
 
 # --- the tune-smpl arm ----------------------------------------------------------------
-def run_tune(base: dict, params: list[dict], work: Path, name: str, tracking: str) -> dict:
-    """The configs as a new sweep's unfinished trials, run by `tune-smpl tune --resume`;
-    `tracking`: the MLflow store, shared by the runs as a user's runs/mlflow.db is."""
+def mlflow_store(out: Path) -> str:
+    """The runs' MLflow store (its URI), made before the first: a user's second sweep finds
+    runs/mlflow.db made, and only the first one pays for its tables."""
+    from mlflow_tracking.store import open_client
+
+    tracking = f"sqlite:///{out.resolve()}/mlflow.db"
+    open_client(tracking)
+    return tracking
+
+
+def run_tune(base: dict, params: list[dict], work: Path, name: str, tracking: str,
+             command: list[str] = TUNE_SMPL) -> tuple[float, float, list]:
+    """The configs as a new sweep's unfinished trials, run by `tune-smpl tune --resume`
+    (`command`); (process start, exit, each trial's (start, end)). `tracking`: the MLflow
+    store, shared by the runs as a user's runs/mlflow.db is."""
     from search_spaces import load_space
     from smpl_core.config import SMPLConfig
     from trainables import evaluation_at
@@ -142,9 +155,8 @@ def run_tune(base: dict, params: list[dict], work: Path, name: str, tracking: st
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.pop("RAY_ADDRESS", None)
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "tune_smpl", "tune", "--name", name,
-                           "--resume", "--storage-path", str(storage)], cwd=work, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([*command, "tune", "--name", name, "--resume", "--storage-path",
+                           str(storage)], cwd=work, env=env, capture_output=True, text=True)
     t1 = time.time()
     if proc.returncode != 0:
         raise RuntimeError(f"tune-smpl exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
@@ -153,18 +165,19 @@ def run_tune(base: dict, params: list[dict], work: Path, name: str, tracking: st
     for t in record.trials():
         reports = [r for r in t.reports if "reported_at" in r]
         spans.append((reports[0]["started_at"], reports[-1]["reported_at"]))
-    return figures(t0, t1, spans)
+    return t0, t1, spans
 
 
 # --- the plain arm --------------------------------------------------------------------
-def run_plain(base: dict, params: list[dict], work: Path) -> dict:
-    """The plain loop in a fresh process (`--plain`), as a user starts it."""
+def run_plain(base: dict, params: list[dict], work: Path) -> tuple[float, float, list]:
+    """The plain loop in a fresh process (`--plain`), as a user starts it; (process start,
+    exit, each trial's (start, end))."""
     job = work / "plain.json"
     job.write_text(json.dumps({"base": base, "params": params}))
     t0 = time.time()
     subprocess.run([sys.executable, __file__, "--plain", str(job)], check=True, cwd=work)
     t1 = time.time()
-    return figures(t0, t1, [tuple(s) for s in json.loads(job.read_text())["spans"]])
+    return t0, t1, [tuple(s) for s in json.loads(job.read_text())["spans"]]
 
 
 def _worker_init() -> None:
@@ -285,11 +298,7 @@ def main(argv=None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="overhead_"))
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
-    # A user's second sweep finds runs/mlflow.db made: its first sweep paid for the tables.
-    tracking = f"sqlite:///{out.resolve()}/mlflow.db"
-    from mlflow_tracking.store import open_client
-
-    open_client(tracking)
+    tracking = mlflow_store(out)
     trials = {task: task_trials(args, task) for task in args.tasks}
     rows = []
     for repeat in range(args.repeats):
@@ -298,8 +307,8 @@ def main(argv=None) -> int:
             for arm in arms:
                 with tempfile.TemporaryDirectory(prefix="ovh_", dir=out) as d:
                     name = f"{task}-r{repeat}-{int(time.time())}"
-                    row = (run_tune(base, params, Path(d), name, tracking) if arm == "tune"
-                           else run_plain(base, params, Path(d)))
+                    row = figures(*(run_tune(base, params, Path(d), name, tracking)
+                                    if arm == "tune" else run_plain(base, params, Path(d))))
                 row.update(task=task, repeat=repeat, arm=arm, load=os.getloadavg()[0])
                 rows.append(row)
                 with results.open("a") as fh:

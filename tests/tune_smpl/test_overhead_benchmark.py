@@ -51,3 +51,31 @@ def test_quick_run_prints_its_table(tmp_path):
     for r in rows:
         assert r["trials"] == 4 and 0 < r["slot_use"] <= 1
         assert 0 < r["startup_s"] < r["wall_s"] and r["end_s"] > 0
+
+
+def test_profile_splits_the_time_by_the_driver_steps():
+    p = load("overhead_profile")
+    spans = [(10.0, 14.0), (10.0, 14.0), (14.5, 18.5), (15.0, 19.0)]
+    events = [("Ray start (ray.init)", 2.0, 5.0), ("MLflow parent run", 5.0, 5.5),
+              ("study from the record", 5.5, 6.0), ("Tuner.fit", 6.5, 19.5),
+              ("ledger", 7.0, 7.5), ("ledger", 7.5, 8.0),  # the first two asks
+              ("ledger", 14.0, 14.3), ("MLflow", 14.1, 14.2), ("record", 14.2, 14.25),
+              ("ledger", 14.3, 14.4), ("command", 1.0, 21.5),
+              ("report (HTML + PNGs) and its upload", 19.6, 20.6)]
+    got = p.splits(0.0, 22.0, spans, 1.0, events)
+    start, gap, end = (dict(v) for v in got.values())
+    assert list(got)[0] == "start-up (10.00 s)"
+    assert start["Python start, imports (the timers' too)"] == 1.0
+    assert start["Ray start (ray.init)"] == 3.0
+    assert start["other driver steps to the first ask"] == pytest.approx(2.0)
+    assert start["first ask to the first trial's start (trial processes, torch import)"] == 3.0
+    # gaps: [14, 14.5] holds all 0.4 s of ledger steps, [14, 15] too; the medians
+    assert gap["ledger: MLflow writes"] == pytest.approx(0.1)
+    assert gap["ledger: record writes"] == pytest.approx(0.05)
+    assert gap["ledger: study ask/tell and its SQLite writes"] == pytest.approx(0.25)
+    assert gap["Ray: result to the driver, trial end, reused process reset"] == pytest.approx(
+        0.35)
+    assert end["Tune's wind-down after the last report"] == pytest.approx(0.5)
+    assert end["report (HTML + PNGs) and its upload"] == pytest.approx(1.0)
+    assert end["process exit after the command returned"] == pytest.approx(0.5)
+    assert sum(end.values()) == pytest.approx(3.0)
