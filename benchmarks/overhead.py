@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 SLOTS = 2  # trial slots of both arms: two processes of one CPU each
 TUNE_SMPL = [sys.executable, "-m", "tune_smpl"]  # the command, in a fresh process
 TASKS = {  # the trial config; trials per sweep
-    "moons": ({"dataset": "moons"}, 16),  # about 2.5 s a trial on the dev CPU
+    # About 2.5 s a trial on the dev CPU (6 reports, as the default config's 600 steps).
+    "moons": ({"dataset": "moons", "steps": 900, "eval_every": 150}, 16),
     "digits": ({"dataset": "digits"}, 8),  # `make tune`'s trials: the default config
 }
 QUICK_TRIAL = {"steps": 20, "eval_every": 10, "batch_size": 8, "mu": 2}

@@ -56,7 +56,7 @@ def test_quick_run_prints_its_table(tmp_path):
 def test_profile_splits_the_time_by_the_driver_steps():
     p = load("overhead_profile")
     spans = [(10.0, 14.0), (10.0, 14.0), (14.5, 18.5), (15.0, 19.0)]
-    events = [("Ray start (ray.init)", 2.0, 5.0), ("MLflow parent run", 5.0, 5.5),
+    events = [("Ray start (ray.init)", 2.0, 5.0), (p.MLFLOW_START, 5.0, 5.5),
               ("study from the record", 5.5, 6.0), ("Tuner.fit", 6.5, 19.5),
               ("ledger", 7.0, 7.5), ("ledger", 7.5, 8.0),  # the first two asks
               ("ledger", 14.0, 14.3), ("MLflow", 14.1, 14.2), ("record", 14.2, 14.25),

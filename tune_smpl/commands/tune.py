@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from smpl_core.errors import ConfigError
@@ -160,9 +161,14 @@ def run(args: argparse.Namespace) -> int:
     _quiet_libraries()
     base, space, settings, record, prior = prepare(args)
     tracking = _tracking(args, settings)
-    # A local Ray offers what this command asks, else what the resumed sweep started with.
-    info = cluster.connect(args.address, _given(args.num_cpus, settings.num_cpus),
-                           _given(args.num_gpus, settings.num_gpus))
+    with ThreadPoolExecutor(1) as pool:
+        # A process's first open of the MLflow store (SQLite: its schema checked, about
+        # 0.5 s) runs while Ray starts, which mostly waits on processes of its own.
+        opened = pool.submit(_open_recorder, tracking, settings.name)
+        # A local Ray offers what this command asks, else what the resumed sweep started with.
+        info = cluster.connect(args.address, _given(args.num_cpus, settings.num_cpus),
+                               _given(args.num_gpus, settings.num_gpus))
+        recorder = opened.result()
     try:
         if record is None:  # a resumed sweep keeps the shares it started with
             gpus = args.gpus_per_trial
@@ -192,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.fixed:
             print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
         print("searching:\n  " + "\n  ".join(describe(space)), flush=True)
-        mlflow = Tracking(_recorder(tracking, settings, space, sampler, meta.get("warm_start")),
+        mlflow = Tracking(_recorder(recorder, settings, space, sampler, meta.get("warm_start")),
                           settings.name)
         result = run_sweep(record, base, space, settings, mlflow)
         return close(result, settings, mlflow)
@@ -278,25 +284,39 @@ def _tracking(args, settings) -> str:
     return uri
 
 
-def _recorder(tracking_uri: str, settings, space: dict, sampler: dict,
-              warm_start: dict | None = None):
-    """The sweep's MLflow parent run (reopened when resumed); None if the store fails now
-    (the sweep runs on; its record has everything). A warm start's prior sweeps are in the
-    settings (`warm_start`); what they gave is logged with them."""
+def _open_recorder(tracking_uri: str, name: str):
+    """The sweep's recorder, its store open; None if the store fails now (the sweep runs
+    on; its record has everything)."""
     from mlflow_tracking import SweepRecorder
+
+    try:
+        return SweepRecorder(tracking_uri, name)
+    except Exception as e:  # noqa: BLE001 - MLflow never stops a sweep
+        _not_recorded(name, e)
+        return None
+
+
+def _recorder(recorder, settings, space: dict, sampler: dict, warm_start: dict | None = None):
+    """`recorder` with the sweep's MLflow parent run (reopened when resumed); None without
+    a recorder or if the store fails now. A warm start's prior sweeps are in the settings
+    (`warm_start`); what they gave is logged with them."""
     from search_spaces import space_to_yaml
 
+    if recorder is None:
+        return None
     warm = {}
     if warm_start:
         warm = {"warm_start_trials": warm_start["trials"],
                 "warm_start_enqueued": warm_start["enqueued"],
                 "warm_start_storages": sorted({s["storage"] for s in warm_start["sweeps"]})}
     try:
-        recorder = SweepRecorder(tracking_uri, settings.name)
         recorder.start_sweep({**settings.as_params(), **sampler, **warm}, space_to_yaml(space),
                              resume=True)
         return recorder
     except Exception as e:  # noqa: BLE001 - MLflow never stops a sweep
-        logging.getLogger(__name__).warning("MLflow: sweep %s not recorded: %s",
-                                            settings.name, e)
+        _not_recorded(settings.name, e)
         return None
+
+
+def _not_recorded(name: str, e: Exception) -> None:
+    logging.getLogger(__name__).warning("MLflow: sweep %s not recorded: %s", name, e)
