@@ -57,17 +57,19 @@ def test_sampler_table_pairs_each_arm_with_random_by_seed():
     warm = next(ln for ln in t.splitlines() if ln.startswith("| tpe+asha+warm |"))
     cells = [c.strip() for c in warm.strip("|").split("|")]
     assert cells[1] == "2"
-    # columns: arm, sweeps, best@2, best@4, minus random @4, steps, 2 ratios, within 2, ...
+    # columns: arm, sweeps, best@2, best@4, minus random @2, @4, steps, 2 ratios, within 2,
+    # stopped, model-proposed
     assert cells[3] == "0.800 [0.750, 0.850]"  # best@4: 0.7 and 0.9
-    assert cells[4] == "+15.0 [-48.5, +78.5]"  # @4 minus random: +10, +20
+    assert cells[4] == "+30.0 [-97.1, +157.1]"  # @2 minus random: +40, +20 (se 10)
+    assert cells[5] == "+15.0 [-48.5, +78.5]"  # @4 minus random: +10, +20
     # steps to reach random's best@4: 10 (seed 0: random's own 40 of 40) and 20 (seed 1:
     # random's own 50 of 80)
-    assert cells[6] == f"{(10 / 40 + 20 / 50) / 2:.2f}"
-    assert cells[7] == f"{(10 / 40 + 20 / 80) / 2:.2f}"
-    assert cells[8] == "2/2"
-    assert cells[10] == "2"  # proposals by the model: not prior, not random
+    assert cells[7] == f"{(10 / 40 + 20 / 50) / 2:.2f}"
+    assert cells[8] == f"{(10 / 40 + 20 / 80) / 2:.2f}"
+    assert cells[9] == "2/2"
+    assert cells[11] == "2"  # proposals by the model: not prior, not random
     ref = next(ln for ln in t.splitlines() if ln.startswith("| random+asha |"))
-    assert [c.strip() for c in ref.strip("|").split("|")][6] == "1.00"
+    assert [c.strip() for c in ref.strip("|").split("|")][7] == "1.00"
 
 
 @pytest.mark.slow
