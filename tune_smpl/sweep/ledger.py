@@ -87,8 +87,7 @@ class Ledger:
             # Its kept reports go back into the study, as a rebuild from the record has
             # them: a trial cut before it reports again ends PRUNED with its last value.
             for row in t.reports:
-                if isinstance(row.get(O.METRIC), (int, float)):
-                    trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
+                _intermediate(trial, row)
         trial.set_user_attr("key", key)
         trial.set_user_attr("proposed_by", t.proposed_by)
         self.live[key], self.by_ray[ray_id] = trial, key
@@ -146,8 +145,8 @@ class Ledger:
             self.nodes[t.key] = node
             self.tracking.tag_trial(t.key, ray_node_id=node)
         trial = self.live.get(t.key)
-        if trial is not None and isinstance(row.get(O.METRIC), (int, float)):
-            trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
+        if trial is not None:
+            _intermediate(trial, row)
         metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))
                    and not isinstance(v, bool) and k not in _NOT_METRICS}
         self.tracking.trial_reported(t.key, metrics, int(row.get("step", 0)))
@@ -209,3 +208,9 @@ class Ledger:
     def _of(self, ray_id: str) -> TrialRecord | None:
         key = self.by_ray.get(ray_id)
         return (self.trials.get(key) or self.finalists.get(key)) if key else None
+
+
+def _intermediate(trial: optuna.Trial, row: dict) -> None:
+    """A report's metric as the study trial's intermediate value at its step."""
+    if isinstance(row.get(O.METRIC), (int, float)):
+        trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
