@@ -22,6 +22,7 @@ from search_spaces import load_space, make_define_by_run
 from tests.tune_smpl.conftest import small_sets, spy_model
 from tune_smpl.sweep.study import (
     SAMPLERS,
+    asha_caution,
     make_sampler,
     proposer,
     sampler_settings,
@@ -225,3 +226,22 @@ def test_same_seed_same_first_sweep_configs(default_sweep, tmp_path, capsys):
     assert "sampler: tpe (seed 0, 3 random start-up trials, multivariate, constant liar)" in out
     assert "proposed by TPE" in out
     assert [t.params for t in again[:4]] == [t.params for t in first[:4]]
+
+
+def test_gp_under_asha_is_cautioned_and_stays_random_on_stopped_trials():
+    """GP fits COMPLETE trials only: with ASHA able to stop trials the sweep says so, and a
+    study of stopped trials leaves GP's proposer random; TPE (it counts PRUNED), random
+    search, and GP with ASHA off get no caution."""
+    line = asha_caution("gp", 1, 4)
+    assert line is not None and "--grace-period 4 turns ASHA off" in line
+    assert "grace period 1 of 4 reports" in line
+    assert asha_caution("gp", 4, 4) is None
+    assert asha_caution("tpe", 1, 4) is None and asha_caution("random", 1, 4) is None
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("gp", 0, 2))
+    for _ in range(5):
+        t = study.ask()
+        DEFINE(t)
+        t.report(0.5, 20)
+        study.tell(t, state=TrialState.PRUNED)
+    assert proposer(study, "gp", 2) == "random"
+    assert proposer(study, "tpe", 2) == "tpe"

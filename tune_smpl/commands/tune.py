@@ -153,9 +153,11 @@ def _quiet_libraries() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from search_spaces import describe
+    from trainables import evaluation_at
     from tune_smpl.sweep import cluster
     from tune_smpl.sweep.prior import describe as describe_prior
     from tune_smpl.sweep.run import new_record, run_sweep
+    from tune_smpl.sweep.study import asha_caution
     from tune_smpl.sweep.tracking import Tracking
 
     _quiet_libraries()
@@ -191,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
               f"{base.dataset}, {settings.gpus_per_trial:g} GPU + {settings.cpus_per_trial:g} "
               f"CPU each, up to {settings.max_concurrent} at once, record in {record.uri}")
         print(_sampler_line(sampler))
+        caution = asha_caution(settings.sampler, settings.grace_period,
+                               evaluation_at(base.steps, base.eval_every))
+        if caution:
+            print(caution)
         if prior is not None:
             print(prior.line())
         elif meta.get("warm_start"):

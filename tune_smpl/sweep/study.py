@@ -83,6 +83,18 @@ def counted(kind: str, states: list[str]) -> int:
     return sum(TrialState[s] in _COUNTED.get(kind, ()) for s in states)
 
 
+def asha_caution(kind: str, grace_period: int, reports: int) -> str | None:
+    """A line for a sampler that learns nothing from the trials ASHA stops (GP: COMPLETE
+    only) when ASHA can stop trials (grace period below a full trial's reports); None
+    otherwise. benchmarks/README.md ("Samplers where configs differ"): GP under ASHA stayed
+    random search on 6 of 8 sweeps of 16 trials."""
+    if TrialState.PRUNED in _COUNTED.get(kind, (TrialState.PRUNED,)) or grace_period >= reports:
+        return None
+    return (f"note: {kind} learns from completed trials only, and ASHA (grace period "
+            f"{grace_period} of {reports} reports) stops trials before they complete, so it "
+            f"may stay random search; --grace-period {reports} turns ASHA off")
+
+
 def proposer(study: optuna.Study, kind: str, n_startup: int) -> str:
     """Who proposes the next asked trial: `random` while fewer than `n_startup` trials have
     finished (as the sampler itself counts them), else the model."""
