@@ -11,7 +11,8 @@ prints three splits: start-up (process start to the first trial's start), the ga
 trial's end and the next start on its slot (the median over the run's gaps of each part),
 and the end (the last trial's end to the exit). Driver time that no timer covers is
 "other"; in a gap, the time the driver spends in none of the ledger's steps is Ray's
-(the result's way to the driver, the end of the trial, the reused process's reset).
+(the result's way to the driver, the end of the trial, the next trial's start in the
+freed process: a reset when Ray reuses it, a new worker otherwise).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def splits(t0: float, t1: float, spans: list, main_at: float, events: list) -> d
                                                                        "record"))
         gaps.append({"ledger: study ask/tell and its SQLite writes": ledger - mlflow - record,
                      "ledger: MLflow writes": mlflow, "ledger: record writes": record,
-                     "Ray: result to the driver, trial end, reused process reset":
+                     "Ray: result to the driver, trial end, next trial in its process":
                          hi - lo - ledger})
     gap = [(part, statistics.median(g[part] for g in gaps)) for part in gaps[0]] if gaps else []
     fit_end = _first(events, "Tuner.fit")[1]

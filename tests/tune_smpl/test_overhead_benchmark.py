@@ -73,7 +73,7 @@ def test_profile_splits_the_time_by_the_driver_steps():
     assert gap["ledger: MLflow writes"] == pytest.approx(0.1)
     assert gap["ledger: record writes"] == pytest.approx(0.05)
     assert gap["ledger: study ask/tell and its SQLite writes"] == pytest.approx(0.25)
-    assert gap["Ray: result to the driver, trial end, reused process reset"] == pytest.approx(
+    assert gap["Ray: result to the driver, trial end, next trial in its process"] == pytest.approx(
         0.35)
     assert end["Tune's wind-down after the last report"] == pytest.approx(0.5)
     assert end["report (HTML + PNGs) and its upload"] == pytest.approx(1.0)
