@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 SLOTS = 2  # trial slots of both arms: two processes of one CPU each
 TUNE_SMPL = [sys.executable, "-m", "tune_smpl"]  # the command, in a fresh process
 TASKS = {  # the trial config; trials per sweep
-    # About 2.5 s a trial on the dev CPU (6 reports, as the default config's 600 steps).
+    # About 2 s a trial on the quiet dev CPU (6 reports, as the default config has).
     "moons": ({"dataset": "moons", "steps": 900, "eval_every": 150}, 16),
     "digits": ({"dataset": "digits"}, 8),  # `make tune`'s trials: the default config
 }
