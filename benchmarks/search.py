@@ -373,13 +373,6 @@ def paired(rows: list[dict]) -> list[dict]:
 REFERENCE = "random+asha"  # what every arm is compared with: random search, ASHA on (the default)
 
 
-def paired_ci(diffs: list[float]) -> tuple[float, float, float]:
-    from tune_smpl.sweep.finalists import mean_ci
-
-    mean, _, lo, hi = mean_ci(diffs)
-    return mean, lo, hi
-
-
 def steps_to_reach(row: dict, target: float) -> float:
     """Steps trained (trials in the order they ended) until a trial scored >= target;
     inf if none did."""
@@ -399,7 +392,9 @@ def _iqr(xs: list[float]) -> str:
 
 
 def _ci(diffs: list[float]) -> str:
-    m, lo, hi = paired_ci([100 * d for d in diffs])
+    from tune_smpl.sweep.finalists import mean_ci  # the Student-t interval of the mean
+
+    m, _, lo, hi = mean_ci([100 * d for d in diffs])
     return f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
 
 
