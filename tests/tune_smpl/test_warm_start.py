@@ -534,14 +534,18 @@ def test_killed_driver_of_a_warm_started_sweep_resumes_without_the_prior_sweep(l
         rec = views.record(sweep)
         return any(len(t["reports"]) >= 2 and not t["outcome"] for t in rec.values())
 
-    proc = _start_warm(tmp_path, "wk", "wk", path, *cli_sets(steps=STEPS, grace=1))
-    try:
-        wait_for(proc, between_checkpoints)
-    finally:
-        kill_group(proc, "wk")
-    assert proc.returncode == -signal.SIGKILL
-    snapshots.append(views.record(sweep))
-    _kept_prior(sweep, planned, "running")  # a killed driver: the record as last written
+    def kill_when(proc, until) -> None:
+        """SIGKILL the driver once `until` holds; the record stays as last written."""
+        try:
+            wait_for(proc, until)
+        finally:
+            kill_group(proc, "wk")
+        assert proc.returncode == -signal.SIGKILL
+        snapshots.append(views.record(sweep))
+        _kept_prior(sweep, planned, "running")
+
+    kill_when(_start_warm(tmp_path, "wk", "wk", path, *cli_sets(steps=STEPS, grace=1)),
+              between_checkpoints)
     shutil.rmtree(root / "prior")  # prior.json is all a resume needs
 
     asked, seen = len(snapshots[-1]), views.report_count(sweep)
@@ -550,14 +554,7 @@ def test_killed_driver_of_a_warm_started_sweep_resumes_without_the_prior_sweep(l
         return (len(views.record(sweep)) > asked if asked < SAMPLES
                 else views.report_count(sweep) > seen)
 
-    proc = start_cli(tmp_path, "wk", "--name", "wk", "--resume")
-    try:
-        wait_for(proc, moved_on)
-    finally:
-        kill_group(proc, "wk")
-    assert proc.returncode == -signal.SIGKILL
-    snapshots.append(views.record(sweep))
-    _kept_prior(sweep, planned, "running")
+    kill_when(start_cli(tmp_path, "wk", "--name", "wk", "--resume"), moved_on)
 
     done = run_cli(tmp_path, "wk", "--name", "wk", "--resume")
     assert not (root / "prior").exists()
