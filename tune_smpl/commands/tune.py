@@ -152,11 +152,19 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tune_smpl.sweep.stop import STOP
+
+    with STOP.installed():  # a Ctrl-C is a stop request, taken at a safe point (stop.py)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from search_spaces import describe
     from trainables import evaluation_at
     from tune_smpl.sweep import cluster
     from tune_smpl.sweep.prior import describe as describe_prior
     from tune_smpl.sweep.run import new_record, run_sweep
+    from tune_smpl.sweep.stop import STOP
     from tune_smpl.sweep.study import asha_caution
     from tune_smpl.sweep.tracking import Tracking
 
@@ -172,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
                                _given(args.num_gpus, settings.num_gpus))
         recorder = opened.result()
     try:
+        if record is None and STOP.requested:  # before the record claims the name
+            raise KeyboardInterrupt
         if record is None:  # a resumed sweep keeps the shares it started with
             gpus = args.gpus_per_trial
             settings.gpus_per_trial = (cluster.default_gpus_per_trial(info) if gpus is None
@@ -218,12 +228,9 @@ def run(args: argparse.Namespace) -> int:
 def close(result, settings, mlflow) -> int:
     """The end of a command's run of a sweep, in order: the summary, MLflow's parent run,
     the report. Exit 130 when interrupted, 1 when no trial gave a measurement, else 0."""
-    from tune_smpl.sweep.run import no_sigint
-
-    if result.status == "interrupted":
-        with no_sigint():  # a Ctrl-C after the first must not leave the parent run open
-            summary.print_interrupted(result, settings)
-            mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
+    if result.status == "interrupted":  # a Ctrl-C now is only counted (stop.py)
+        summary.print_interrupted(result, settings)
+        mlflow.end_sweep(status="KILLED", sweep_status="interrupted", figures={})
         return 130
     summary.print_finished(result, settings, mlflow.uri)
     pick = result.pick

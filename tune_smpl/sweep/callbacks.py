@@ -12,12 +12,18 @@ from ray.tune import Callback, Stopper
 
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
+from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.summary import fmt
 
 
 class LedgerCallback(Callback):
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
+
+    def on_step_begin(self, iteration, trials, **info):
+        # The safe point of a Ctrl-C: a step of Ray's loop has not begun its events, so no
+        # write of the record, the study or MLflow is open (stop.py).
+        STOP.check()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.ledger.started(trial.trial_id)

@@ -5,15 +5,15 @@ status, the wall time), and the command closes the sweep from it (the summary, M
 parent run, the report). The sweep ends in one of three ways, each leaving the record, the
 study and the MLflow trial runs agreed: finished (every trial has its outcome), interrupted
 (Ctrl-C: its unfinished trials are marked until `--resume`), or killed (nothing runs after
-a SIGKILL: `--resume` starts from the record as it was).
+a SIGKILL: `--resume` starts from the record as it was). A Ctrl-C is a request
+(`stop.STOP`), taken at the start of a stage or of a step of Ray's loop, where no write of
+the record, the study or MLflow is open.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.resume import restart_points
 from tune_smpl.sweep.settings import SweepSettings
+from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.storage import SweepStorage
 from tune_smpl.sweep.study import (
     STUDY_FILE,
@@ -151,7 +152,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     remaining = settings.num_samples - sum(t.finished for t in trials)
     t0 = time.time()
     # Ray's own Ctrl-C handler ends trials as TERMINATED and prints its own resume line;
-    # without it a Ctrl-C reaches us as KeyboardInterrupt, and the ledger decides.
+    # without it a Ctrl-C is the command's stop request (stop.STOP), and the ledger decides.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
     def search():
@@ -163,34 +164,37 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         if ledger.queue_finalists() and not ledger.budget_spent():
             build_finalist_tuner(base, space, settings, ledger, len(ledger.queue)).fit()
 
-    left = _stage(ledger, search)
-    if not left and settings.finalists:
-        left = _stage(ledger, finalists, finalist_stage=True)
-    with no_sigint():  # a second Ctrl-C must not cut the bookkeeping short
-        runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
-        if "finalists" in meta:
-            meta["finalists"]["status"] = (
-                "interrupted" if left else "cut_by_budget"
-                if any(t.outcome == O.CUT_BY_BUDGET for t in runs) else "done")
-        meta["wall_s"] += time.time() - t0
-        meta["status"] = "interrupted" if left else "finished"
-        record.save_meta(meta)
-        if not left and not record.storage.local:
-            _copy_study(record, study_file(record.storage, settings.name))
+    left, stopped = _stage(ledger, search)
+    if not stopped and settings.finalists:
+        left, stopped = _stage(ledger, finalists, finalist_stage=True)
+    runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
+    if "finalists" in meta:
+        meta["finalists"]["status"] = (
+            "interrupted" if stopped else "cut_by_budget"
+            if any(t.outcome == O.CUT_BY_BUDGET for t in runs) else "done")
+    meta["wall_s"] += time.time() - t0
+    meta["status"] = "interrupted" if stopped else "finished"
+    record.save_meta(meta)
+    if not stopped and not record.storage.local:
+        _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
                        meta["status"], meta["wall_s"], left, base.steps, runs,
                        meta.get("finalists"), meta.get("warm_start"))
 
 
-def _stage(ledger: Ledger, work, finalist_stage: bool = False) -> list[TrialRecord]:
-    """Run one stage of the sweep; then settle what it left (the interrupted ones)."""
+def _stage(ledger: Ledger, work, finalist_stage: bool = False
+           ) -> tuple[list[TrialRecord], bool]:
+    """Run one stage of the sweep; then settle what it left. Returns the interrupted trials
+    and whether the stage was stopped: a stop requested before it starts runs none of it
+    (and a finalist stage stopped before its plan leaves no run to mark, yet is not done)."""
     interrupted = False
     try:
+        STOP.check()
         work()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # raised by STOP.check at a safe point, never mid-write
         interrupted = True
-    with no_sigint():
-        return ledger.settle(interrupted, finalists=finalist_stage)
+    left = ledger.settle(interrupted, finalists=finalist_stage)
+    return left, interrupted or bool(left)
 
 
 def _plan_finalists(record: SweepRecord, meta: dict, ledger: Ledger,
@@ -217,17 +221,3 @@ def _copy_study(record: SweepRecord, db: Path) -> None:
         record.storage.upload_file(db, record.name, STUDY_FILE)
     except OSError as e:  # the record rebuilds it; a copy is a convenience
         log.warning("could not copy the study to %s: %s", record.uri, e)
-
-
-@contextlib.contextmanager
-def no_sigint():
-    """Ctrl-C ignored inside: bookkeeping that a second Ctrl-C must not cut short."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to guard
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -13,6 +13,7 @@ from ray.tune.search import Searcher
 
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.outcome import METRIC, MODE
+from tune_smpl.sweep.stop import STOP
 
 
 class SweepSearcher(Searcher):
@@ -21,6 +22,8 @@ class SweepSearcher(Searcher):
         self.ledger = ledger
 
     def suggest(self, trial_id: str) -> dict | None:
+        if STOP.requested:  # a stop is on its way: no new trial (None: none for now)
+            return None
         return self.ledger.new_trial(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -42,5 +45,7 @@ class FinalistSearcher(SweepSearcher):
     """The finalist stage: the planned runs the ledger queued, in order; no study."""
 
     def suggest(self, trial_id: str) -> dict | None:
+        if STOP.requested:
+            return None
         config = self.ledger.new_finalist(trial_id)
         return Searcher.FINISHED if config is None else config
