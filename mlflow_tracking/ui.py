@@ -19,6 +19,7 @@ from mlflow_tracking.store import (
     open_client,
     sqlite_path,
 )
+from mlflow_tracking.values import quoted, search_all
 from smpl_core.errors import ConfigError
 
 # MLflow 3's UI starts in its GenAI workflow (traces, evaluations) unless the URL says
@@ -55,6 +56,22 @@ def experiment_id_of(tracking_uri: str, name: str = DEFAULT_EXPERIMENT) -> str |
     except Exception:  # noqa: BLE001 - a link is a convenience; the UI starts regardless
         return None
     return exp.experiment_id if exp is not None else None
+
+
+def sweep_run_id(tracking_uri: str, sweep_name: str,
+                 name: str = DEFAULT_EXPERIMENT) -> str | None:
+    """The id of a sweep's parent run in the store (the newest, were there two); None when
+    the store has none or cannot be read (reading a sweep needs no MLflow)."""
+    experiment = experiment_id_of(tracking_uri, name)
+    if experiment is None:
+        return None
+    try:
+        runs = search_all(open_client(tracking_uri), experiment,
+                          f"tags.sweep_name = {quoted(sweep_name, 'sweep_name')} and "
+                          f"tags.run_kind = 'sweep'")
+    except Exception:  # noqa: BLE001 - a store that is gone leaves the sweep readable
+        return None
+    return runs[0].info.run_id if runs else None
 
 
 def ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:

@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", default=O.METRIC)
     p.add_argument("--mode", choices=["max", "min"], default=O.MODE)
     p.add_argument("--top", type=int, default=1, help="write the K best (files NAME-1, ...)")
-    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--format", choices=["yaml", "json", "parquet"], default="yaml",
+                   help="parquet: the trials and reports tables (Sweep.to_parquet), into "
+                        "-o (default SWEEP.parquet) and its -reports.parquet sibling")
     p.add_argument("--storage-path", default="runs")
     p.add_argument("--tracking-uri", help="MLflow store, to name the trial's run")
     p.set_defaults(func=run)
@@ -113,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"`--top` must be >= 1, but got --top={args.top}.")
     record = open_sweep(storage_path(args.storage_path), args.sweep)
     meta = record.meta()  # a damaged sweep.json stops here
+    if args.format == "parquet":
+        return _parquet(args, record)
     trials, damaged = record.scan()
     reported = sorted({k for t in trials for r in t.reports for k, v in r.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -151,4 +155,28 @@ def run(args: argparse.Namespace) -> int:
         what = (f"{F.MEASURE} {means[t.key]:.4f} (finalist {t.key}, mean over its seeds)"
                 if t.key in means else f"{args.metric} {value:.4f} (trial {t.key})")
         print(f"wrote {out}: {what}", file=sys.stderr)
+    return 0
+
+
+def _parquet(args: argparse.Namespace, record) -> int:
+    """The sweep's trials and reports tables (tune_smpl/tables.py), not one trial's config:
+    --top, --metric and --mode do not apply."""
+    from tune_smpl import tables
+
+    for flag, value, default in (("--top", args.top, 1), ("--metric", args.metric, O.METRIC),
+                                 ("--mode", args.mode, O.MODE)):
+        if value != default:
+            raise ConfigError(f"`{flag}` applies to --format yaml or json, not parquet (the "
+                              f"tables hold every trial), but got {flag}={value!r}.")
+    snapshot = tables.read(record)
+    if snapshot.damaged:
+        print(f"tune-smpl: warning: {skipped(snapshot.damaged)}", file=sys.stderr)
+    try:
+        paths = tables.write_parquet(snapshot, args.output or f"{args.sweep}.parquet")
+    except OSError as e:
+        raise ConfigError(f"`--output` must be a writable path, but got --output="
+                          f"{args.output!r} ({e.strerror or e}).") from None
+    res = snapshot.result
+    print(f"wrote {paths[0]}: {len(res.trials) + len(res.finalist_runs)} trials; "
+          f"{paths[1]}: their reports", file=sys.stderr)
     return 0

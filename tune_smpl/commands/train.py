@@ -7,7 +7,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from smpl_core.config import SMPLConfig, load_yaml, parse_set
 from smpl_core.errors import ConfigError
@@ -24,13 +26,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(config_path: str | None, sets: list[str] | None
+def build_config(config_path: str | None, sets: list[str] | Mapping[str, Any] | None
                  ) -> tuple[SMPLConfig, frozenset[str]]:
-    """The config of `--config` and `--set`, and the fields they give (a sweep does not
-    search a field the user fixed)."""
+    """The config of `--config` and `--set` (KEY=VALUE texts, or a mapping of values), and
+    the fields they give (a sweep does not search a field the user fixed)."""
     base = load_yaml(config_path) if config_path else {}
     base.pop("_export", None)  # metadata of `tune-smpl export --format json`
-    given = {**base, **parse_set(sets)}
+    given = {**base, **(dict(sets) if isinstance(sets, Mapping) else parse_set(sets))}
     return SMPLConfig.from_dict(given), frozenset(given)
 
 
