@@ -67,7 +67,7 @@ class ProgressLine(Callback):
         self.ledger, self.searched, self.log_every_s = ledger, searched, log_every_s
         self.finalists = finalists  # the finalist stage: its runs, no best
         self._t0 = time.monotonic()
-        self._last_counts, self._last_print = "", 0.0
+        self._last_counts, self._last_print, self._last_width = "", 0.0, 0
 
     def line(self, trials=()) -> str:
         running = {t.trial_id for t in trials if t.status == "RUNNING"}
@@ -94,19 +94,40 @@ class ProgressLine(Callback):
     def on_step_end(self, iteration: int, trials, **info):
         line = self.line(trials)
         counts, now = line.split(" | ", 1)[-1], time.monotonic()
-        if sys.stdout.isatty():
+        mode = output_mode(sys.stdout)
+        if mode != LOG:
             if now - self._last_print > 0.5:
-                sys.stdout.write("\r\033[K" + line[:200])
+                # A notebook's output honours "\r" (the line is replaced) but not the ANSI
+                # erase, so there the shorter line is padded over the longer one instead.
+                text = line[:200]
+                rewrite = ("\r\033[K" + text if mode == TERMINAL
+                           else "\r" + text.ljust(self._last_width))
+                sys.stdout.write(rewrite)
                 sys.stdout.flush()
-                self._last_print = now
+                self._last_print, self._last_width = now, len(text)
         elif counts != self._last_counts or now - self._last_print > self.log_every_s:
             print(line, flush=True)
             self._last_print = now
         self._last_counts = counts
 
     def on_experiment_end(self, trials, **info):
-        if sys.stdout.isatty():
+        if output_mode(sys.stdout) != LOG:
             sys.stdout.write("\n")
+
+
+TERMINAL, NOTEBOOK, LOG = "terminal", "notebook", "log"
+
+
+def output_mode(stream) -> str:
+    """How the progress line is shown: rewritten in place on a terminal and in a Jupyter
+    (IPython kernel) cell, whose stream is no tty; else one line per change, for a log."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        return NOTEBOOK  # a terminal IPython has no kernel: its stdout is the tty
+    try:
+        return TERMINAL if stream.isatty() else LOG
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return LOG
 
 
 def _error_text(trial) -> str:
