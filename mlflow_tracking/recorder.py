@@ -19,42 +19,44 @@ What lands where (names are stable: the export command and the tests search by t
   `restarts`, `resumes`, `last_failure` (why it restarted), `error`; every SMPLConfig
   field as a param; artifacts `config.yaml` and `error.txt`; each report's
   numeric metrics at step=step.
+
+Backfill (`sync_sweep` and `sync_trial`, from backfill.py, and `end_sweep`, which logs
+only what the parent lacks): the sweep's record is the truth, and these make a store match
+it, writing only what is missing, so they can run again (after a store that went away, a
+killed driver, or into another, empty store) without adding a second point, run or model.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 from mlflow_tracking import values as V
+from mlflow_tracking.backfill import SPACE_FILE, Backfill
 from mlflow_tracking.model_log import log_torch_model
 from mlflow_tracking.store import (
     DEFAULT_EXPERIMENT,
+    driver_http_settings,
     ensure_experiment,
     experiment_artifact_location,
     open_client,
 )
-from smpl_core.config import SMPLConfig
+from mlflow_tracking.values import TRIAL_STATUSES
 
 log = logging.getLogger(__name__)
 
 PARENT_ID_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run's description in the UI (markdown)
 REPORT_ARTIFACTS = "report"
-# A trial's outcome (the `trial_status` tag) -> its run status. The outcome is decided by
-# the sweep (tune_smpl.sweep.outcome); this is how MLflow shows it.
-TRIAL_STATUSES = {"completed": "FINISHED", "early_stopped": "FINISHED",
-                  "cut_by_budget": "FINISHED", "diverged": "FAILED", "errored": "FAILED",
-                  "out_of_memory": "FAILED", "interrupted": "KILLED"}
 SWEEP_END_STATUSES = ("FINISHED", "KILLED", "FAILED")
 MAX_ERROR_TAG = 5000  # MLflow caps tag values at 8000 characters; the artifact keeps all
 
 
-class SweepRecorder:
+class SweepRecorder(Backfill):
     def __init__(self, tracking_uri: str, sweep_name: str, experiment_name: str | None = None,
                  artifact_location: str | None = None):
         V.quoted(sweep_name, "sweep_name")  # it goes into search filters
@@ -63,11 +65,13 @@ class SweepRecorder:
         self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
         self.artifact_location = artifact_location or experiment_artifact_location(
             tracking_uri, self.experiment_name)
+        if tracking_uri.startswith(("http://", "https://")):
+            driver_http_settings()  # one attempt per call, no "View run" lines (store.py)
         self.client = open_client(tracking_uri)  # safe when two sweeps create the store
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial_id -> child run id
-        self._last_step: dict[str, int] = {}  # trial_id -> last step logged, of reopened runs
+        self._have_steps: dict[str, set[int]] = {}  # trial_id -> steps a reopened run has
 
     # --- the sweep -------------------------------------------------------------
     def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
@@ -96,32 +100,43 @@ class SweepRecorder:
         if changed:
             log.warning("sweep %s resumed with changed settings %s; MLflow keeps the first "
                         "values", self.sweep_name, ", ".join(changed))
-        self.client.log_text(self.parent_run_id, space_yaml, "search_space.yaml")
+        self.client.log_text(self.parent_run_id, space_yaml, SPACE_FILE)
         return self.parent_run_id
 
     def end_sweep(self, best: Mapping[str, Any] | None, model: Any = None,
                   status: str = "FINISHED", figures: Mapping[str, float] | None = None,
-                  tags: Mapping[str, Any] | None = None) -> str | None:
+                  tags: Mapping[str, Any] | None = None,
+                  model_from: Callable[[], Any] | None = None) -> str | None:
         """Record the sweep's end on the parent and end its runs; return the model URI.
 
         `best` holds `trial_id` and `config` (the best trial's config); `figures` are the
         sweep's own numbers (best value, trials by outcome, seconds), the parent's only
-        metrics; `tags` e.g. the sweep's status.
+        metrics; `tags` e.g. the sweep's status; `model_from` gives the model when `model`
+        is None, called only if the parent has none yet. What the parent has already (the
+        same figures, tags, best, a model) is not logged again.
         """
         if status not in SWEEP_END_STATUSES:
             raise ValueError(f"`status` must be one of {' | '.join(SWEEP_END_STATUSES)}, "
                              f"but got status={status!r}.")
         parent = self._require_parent()
-        model_uri = None
+        have = self.client.get_run(parent).data
+        figures = {k: v for k, v in (figures or {}).items()
+                   if not V.same_value(have.metrics.get(V.clean_name(k)), v)}
         if figures:
             V.log_metrics(self.client, parent, V.to_metrics(figures, step=0))
+        tags = {k: v for k, v in (tags or {}).items() if have.tags.get(k) != str(v)}
         if tags:
             V.set_tags(self.client, parent, tags)
-        if best:
+        if best and have.tags.get("best_trial_id") != str(best.get("trial_id") or "unknown"):
             self._log_best(parent, best)
-        if model is not None:
-            model_uri = log_torch_model(self.tracking_uri, self.experiment_id, parent, model)
-            V.set_tags(self.client, parent, {"best_model_uri": model_uri})
+        model_uri = have.tags.get("best_model_uri")
+        if model_uri is None:
+            if model is None and model_from is not None:
+                model = model_from()
+            if model is not None:
+                model_uri = log_torch_model(self.tracking_uri, self.experiment_id, parent,
+                                            model)
+                V.set_tags(self.client, parent, {"best_model_uri": model_uri})
         self._close(status, [parent], children_status="KILLED")
         return model_uri
 
@@ -154,12 +169,9 @@ class SweepRecorder:
             V.set_tags(self.client, run_id, tags)
             # A trial continues from its checkpoint, which can be older than its last logged
             # report (a driver killed between the two): those steps are not logged twice.
-            self._last_step[trial_id] = max(
-                (m.step for key in run.data.metrics
-                 for m in self.client.get_metric_history(run_id, key)), default=-1)
+            self._have_steps[trial_id] = self._steps(run)
         self._runs[trial_id] = run_id
-        cfg, given, problem = _smpl_config(config)
-        params = {k: V.param_text(v) for k, v in (cfg.to_dict() if cfg else given).items()}
+        cfg, params, problem = V.config_params(config)
         changed = V.log_new_params(self.client, run_id, params)
         if changed:
             log.warning("trial %s reopened with changed config %s; MLflow keeps the first "
@@ -171,26 +183,15 @@ class SweepRecorder:
             self.client.log_text(run_id, cfg.to_yaml(header=header), "config.yaml")
         return run_id
 
-    def ensure_ended(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
-                     status: str, error: str | None = None) -> None:
-        """Make the trial's run show `status` (a run left behind by a killed driver)."""
-        run_id = self._runs.get(trial_id) or self._find_child(trial_id)
-        if run_id is not None:
-            run = self.client.get_run(run_id)
-            if (run.data.tags.get("trial_status") == status
-                    and run.info.status == TRIAL_STATUSES.get(status)):
-                self._runs[trial_id] = run_id
-                return
-        else:
-            self.open_trial(trial_id, trial_name, config, status)
-        self.trial_ended(trial_id, status, error)
-
-    def trial_reported(self, trial_id: str, metrics: Mapping[str, Any], step: int) -> None:
-        """Log every numeric entry of one report at `step` (non-numeric ones are skipped);
-        a reopened run skips the steps it has already."""
-        if step <= self._last_step.get(trial_id, -1):
+    def trial_reported(self, trial_id: str, metrics: Mapping[str, Any], step: int,
+                       timestamp: float | None = None) -> None:
+        """Log every numeric entry of one report at `step` (non-numeric ones are skipped),
+        stamped `timestamp` (the report's time, epoch seconds: a batch sent twice is one
+        point); a reopened run skips the steps it has already."""
+        if step in self._have_steps.get(trial_id, ()):
             return
-        V.log_metrics(self.client, self._run_of(trial_id), V.to_metrics(metrics, step))
+        V.log_metrics(self.client, self._run_of(trial_id),
+                      V.to_metrics(metrics, step, timestamp=timestamp))
 
     def tag_trial(self, trial_id: str, key: str, value: Any) -> None:
         self.client.set_tag(self._run_of(trial_id), key, str(value))
@@ -241,19 +242,20 @@ class SweepRecorder:
         return run_id
 
     def _log_best(self, parent: str, best: Mapping[str, Any]) -> None:
+        """best_config.yaml, then the tags (a parent tagged with its best has its file)."""
         trial_id = str(best.get("trial_id") or "unknown")
         tags = {"best_trial_id": trial_id}
         run_id = self._runs.get(trial_id) or (
             self._find_child(trial_id) if trial_id != "unknown" else None)
         if run_id:
             tags["best_run_id"] = run_id
-        V.set_tags(self.client, parent, tags)
-        cfg, _, problem = _smpl_config(best.get("config") or {})
+        cfg, _, problem = V.smpl_config(best.get("config") or {})
         if cfg is None:
             log.warning("best config of sweep %s not recorded: %s", self.sweep_name, problem)
-            return
-        header = f"best trial {trial_id} of sweep {self.sweep_name}"
-        self.client.log_text(parent, cfg.to_yaml(header=header), "best_config.yaml")
+        else:
+            header = f"best trial {trial_id} of sweep {self.sweep_name}"
+            self.client.log_text(parent, cfg.to_yaml(header=header), "best_config.yaml")
+        V.set_tags(self.client, parent, tags)
 
     def _close(self, status: str, parents: list[str], children_status: str,
                close_parent: bool = True) -> int:
@@ -271,20 +273,6 @@ class SweepRecorder:
                 self.client.set_terminated(parent, status)
                 closed += 1
         return closed
-
-
-def _smpl_config(config: Mapping[str, Any]) -> tuple[SMPLConfig | None, dict, str | None]:
-    """(complete config or None, the given SMPLConfig fields, why it was rejected).
-
-    Keys that are not SMPLConfig fields (Tune's own entries) are ignored; defaults fill in
-    the fields a trial config leaves out, so every child run lists every field.
-    """
-    names = SMPLConfig.field_names()
-    given = {k: v for k, v in config.items() if k in names}
-    try:
-        return SMPLConfig.from_dict(given), given, None
-    except (TypeError, ValueError) as e:
-        return None, given, str(e)
 
 
 def find_trial_run(tracking_uri: str, sweep_name: str, trial_id: str,

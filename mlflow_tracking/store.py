@@ -138,6 +138,65 @@ def _ensure(client: MlflowClient, tracking_uri: str, name: str,
                       f"{tracking_uri}.")
 
 
+# The driver's MLflow client over http (set by every SweepRecorder, the one place): MLflow's
+# own client retries a failed call with back-off for minutes and waits 120 s for an answer,
+# and with the writes in order behind it the sweep's MLflow would stand still that long. The
+# sweep's writer (tune_smpl/sweep/writer.py) retries instead, off the trials' path, so the
+# client makes one attempt, waits at most 20 s (unless the user set a timeout), and prints
+# none of its "View run ... at" / "View experiment at" lines (one per run it ends).
+DRIVER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                   "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+DRIVER_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+UNREACHABLE, SERVER_ERROR = "unreachable", "server_error"
+
+
+def driver_http_settings() -> None:
+    """The process's MLflow http client as the driver needs it (DRIVER_HTTP_ENV above)."""
+    os.environ.update(DRIVER_HTTP_ENV)
+    for key, value in DRIVER_HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def store_fault(error: BaseException) -> str | None:
+    """What kind of failure a store call raised: UNREACHABLE (no answer: connection refused
+    or reset, a timeout), SERVER_ERROR (an answer of 5xx or 429: a server in trouble, or one
+    going away behind a proxy), or None: the store refused the request (a bad param, a run
+    that is not there), which a retry would not change."""
+    import requests
+
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:  # the exception and what caused it
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    # MLflow wraps a refused connection in an MlflowException of status 500: look at the
+    # causes first.
+    no_answer = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                 requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)
+    if any(isinstance(e, no_answer) for e in chain):
+        return UNREACHABLE
+    for e in chain:
+        if isinstance(e, requests.exceptions.RetryError):  # urllib3: 5xx, retries spent
+            return SERVER_ERROR
+        if isinstance(e, MlflowException):
+            status = e.get_http_status_code()
+            if status >= 500 or status == 429:
+                return SERVER_ERROR
+    return None
+
+
+def reachable(tracking_uri: str, timeout_s: float = 2.0) -> bool:
+    """The store answers: an http server's GET /health below 500 within `timeout_s`; any
+    other store is local, so True."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    try:
+        _check_http(tracking_uri, timeout_s)
+        return True
+    except ConfigError:
+        return False
+
+
 def check_store(tracking_uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, in one line, when the store cannot take writes.
 

@@ -8,6 +8,7 @@ or tags and 1000 metrics per log_batch call.
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import re
 import subprocess
@@ -18,12 +19,18 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag, ViewType
 
+from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
 
 MAX_PARAM_VALUE = 6000
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- :]")
+# A trial's outcome (the `trial_status` tag) -> its run status. The outcome is decided by
+# the sweep (tune_smpl.sweep.outcome); this is how MLflow shows it.
+TRIAL_STATUSES = {"completed": "FINISHED", "early_stopped": "FINISHED",
+                  "cut_by_budget": "FINISHED", "diverged": "FAILED", "errored": "FAILED",
+                  "out_of_memory": "FAILED", "interrupted": "KILLED"}
 
 
 def clean_name(key: Any) -> str:
@@ -65,12 +72,16 @@ def metric_value(value: Any) -> float | None:
     return None
 
 
-def to_metrics(values: Mapping[str, Any], step: int, prefix: str = "") -> list[Metric]:
-    """Numeric entries as Metrics at `step`; strings, dicts and None are skipped.
+def to_metrics(values: Mapping[str, Any], step: int, prefix: str = "",
+               timestamp: float | None = None) -> list[Metric]:
+    """Numeric entries as Metrics at `step`, stamped `timestamp` (epoch seconds; default
+    now); strings, dicts and None are skipped.
 
-    NaN and inf are kept: a diverged trial's last loss is worth seeing.
+    NaN and inf are kept: a diverged trial's last loss is worth seeing. A fixed timestamp
+    makes a write repeatable: MLflow keeps one point per (key, step, value, timestamp), so a
+    batch sent again after an answer that never came adds nothing.
     """
-    ts = int(time.time() * 1000)
+    ts = int((time.time() if timestamp is None else timestamp) * 1000)
     out = []
     for key, raw in values.items():
         value = metric_value(raw)
@@ -138,3 +149,32 @@ def git_commit(cwd: str | None = None) -> str:
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and commit else "unknown"
 
+
+def same_value(have: float | None, value: Any) -> bool:
+    """A metric the run has already (NaN is NaN)."""
+    if have is None:
+        return False
+    value = float(value)
+    return have == value or (math.isnan(have) and math.isnan(value))
+
+
+def config_params(config: Mapping[str, Any]
+                  ) -> tuple[SMPLConfig | None, dict[str, str], str | None]:
+    """(complete config or None, its params as MLflow text, why it was rejected)."""
+    cfg, given, problem = smpl_config(config)
+    return cfg, {k: param_text(v) for k, v in (cfg.to_dict() if cfg else given).items()}, \
+        problem
+
+
+def smpl_config(config: Mapping[str, Any]) -> tuple[SMPLConfig | None, dict, str | None]:
+    """(complete config or None, the given SMPLConfig fields, why it was rejected).
+
+    Keys that are not SMPLConfig fields (Tune's own entries) are ignored; defaults fill in
+    the fields a trial config leaves out, so every child run lists every field.
+    """
+    names = SMPLConfig.field_names()
+    given = {k: v for k, v in config.items() if k in names}
+    try:
+        return SMPLConfig.from_dict(given), given, None
+    except (TypeError, ValueError) as e:
+        return None, given, str(e)

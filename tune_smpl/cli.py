@@ -1,4 +1,4 @@
-"""The `tune-smpl` command: train | tune | export | report | ui | dashboard.
+"""The `tune-smpl` command: train | tune | export | report | sync | ui | dashboard.
 
 Bad input anywhere (config, space, flags, data paths) raises `ConfigError`, which ends the
 command with one line on stderr naming the field, the rule and the value, and exit status 2,
@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from smpl_core.errors import ConfigError
-from tune_smpl.commands import dashboard, export, report, train, tune, ui
+from tune_smpl.commands import dashboard, export, report, sync, train, tune, ui
 
-SUBCOMMANDS = [train, tune, export, report, ui, dashboard]
+SUBCOMMANDS = [train, tune, export, report, sync, ui, dashboard]
 
 
 class _Parser(argparse.ArgumentParser):

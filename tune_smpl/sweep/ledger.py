@@ -6,8 +6,8 @@ views from it: the Optuna study (ask/tell, intermediate values; search trials on
 MLflow (one child run per search trial and per finalist run). A trial's outcome is
 decided once, in `_end`; nothing else ends a trial.
 
-MLflow is reached through `tracking.Tracking`, which never stops a sweep: a store that
-hiccups is logged, and the record (which `--resume` reads) is unaffected.
+MLflow is reached through `tracking.Tracking`, which never stops or holds up a sweep: its
+writes are queued to one writer thread, and what MLflow misses is filled in from the record.
 """
 
 from __future__ import annotations
@@ -21,13 +21,9 @@ from trainables import RESTORE_FIELD
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.study import PRIOR, distributions_json, proposer
-from tune_smpl.sweep.tracking import Tracking
+from tune_smpl.sweep.tracking import Tracking, report_metrics
 
 KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
-
-
-# Report fields that are bookkeeping, not measurements (MLflow's step is `step`).
-_NOT_METRICS = ("step", "pid", "evaluation", "time_this_iter_s", "started_at", "reported_at")
 
 
 class Ledger:
@@ -147,9 +143,10 @@ class Ledger:
         trial = self.live.get(t.key)
         if trial is not None:
             _intermediate(trial, row)
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))
-                   and not isinstance(v, bool) and k not in _NOT_METRICS}
-        self.tracking.trial_reported(t.key, metrics, int(row.get("step", 0)))
+        # Stamped with the report's time: a write the tracking server took but never
+        # answered, sent again, is one point.
+        self.tracking.trial_reported(t.key, report_metrics(row), int(row.get("step", 0)),
+                                     row.get("reported_at"))
 
     def restarted(self, ray_id: str, error: str) -> None:
         t = self._of(ray_id)
