@@ -118,7 +118,7 @@ def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
     """A column of mixed Python types (a categorical knob with the choices false and
     "per_lr") has no Arrow type: such a column is written as text."""
     out = frame.copy()
-    for col in out.select_dtypes(include="object").columns:
+    for col in [c for c in out.columns if pd.api.types.is_object_dtype(out[c])]:
         kinds = {type(v) for v in out[col] if v is not None and not _is_nan(v)}
         if len(kinds) > 1:
             out[col] = [None if v is None or _is_nan(v) else str(v) for v in out[col]]
