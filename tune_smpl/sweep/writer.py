@@ -127,14 +127,13 @@ class Writer:
             finally:
                 with self._done:
                     self._pending -= 1
-                    idle = self._pending == 0
+                    if not self._pending and self._back and not self._quit.is_set():
+                        since, back = self._back
+                        self._back = None  # said before a drain returns
+                        self.say(f"MLflow at {self.uri} answers again (unreachable for "
+                                 f"{_duration(back - since)}); it has caught up with the "
+                                 f"sweep ({self._since_back} writes)")
                     self._done.notify_all()
-            if idle and self._back is not None and not self._quit.is_set():
-                since, back = self._back
-                self._back = None
-                self.say(f"MLflow at {self.uri} answers again (unreachable for "
-                         f"{_duration(back - since)}); it has caught up with the sweep "
-                         f"({self._since_back} writes)")
 
     def _write(self, fn: Callable, args: tuple, kwargs: dict) -> None:
         """One write, tried again while the server does not answer (see the docstring)."""
