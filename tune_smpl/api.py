@@ -90,7 +90,7 @@ class Sweep:
 
     def __init__(self, record: SweepRecord, tracking_uri: str | None = None):
         self.record = record
-        self._tracking_uri = tracking_uri
+        self._store_given = tracking_uri
 
     # --- what it is ----------------------------------------------------------------------
     @property
@@ -115,7 +115,7 @@ class Sweep:
 
     @property
     def tracking_uri(self) -> str:
-        return self._tracking_uri or self.meta["tracking_uri"]
+        return self._store_given or self.meta["tracking_uri"]
 
     @property
     def mlflow_run_id(self) -> str | None:
@@ -168,7 +168,7 @@ class Sweep:
             raise _choice("mode", mode, ("max", "min"))
         args = argparse.Namespace(sweep=self.name, output=None if path is None else str(path),
                                   metric=metric, mode=mode, top=top, format=format,
-                                  storage_path=self.storage, tracking_uri=self._tracking_uri)
+                                  storage_path=self.storage, tracking_uri=self._store_given)
         if format == "parquet":
             command.run(args)
             return list(tables.parquet_paths(path or f"{self.name}.parquet"))
@@ -207,7 +207,7 @@ class Sweep:
         A resumed sweep keeps its settings; these say only where it runs and records."""
         given = {k: v for k, v in (("address", address), ("num_cpus", num_cpus),
                                    ("num_gpus", num_gpus),
-                                   ("tracking_uri", tracking_uri or self._tracking_uri))
+                                   ("tracking_uri", tracking_uri or self._store_given))
                  if v is not None}
         return tune(name=self.name, storage_path=self.storage, resume=True,
                     shared_storage=shared_storage, **given)
