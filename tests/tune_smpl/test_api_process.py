@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
+import pytest
 
 import tune_smpl
 from tests.tune_smpl import views
@@ -42,6 +43,7 @@ def _lines(out: str, tag: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(tag + " ")]
 
 
+@pytest.mark.slow
 def test_two_sweeps_in_one_process(tmp_path):
     runs, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"
     cmd = _script(tmp_path, "twice", f"""
@@ -61,6 +63,7 @@ def test_two_sweeps_in_one_process(tmp_path):
         views.check_finished(runs / name, uri, trials=2)
 
 
+@pytest.mark.slow
 def test_an_interrupt_ends_the_sweep_and_resume_finishes_it(tmp_path):
     runs, uri = tmp_path / "runs", f"sqlite:///{tmp_path}/mlflow.db"
     sweep_dir = runs / "nb"
@@ -112,6 +115,7 @@ def test_an_interrupt_ends_the_sweep_and_resume_finishes_it(tmp_path):
     assert set(frame.index[frame["outcome"].isna()]) == set()
 
 
+@pytest.mark.slow
 def test_a_sweep_in_a_bucket(s3, tmp_path, monkeypatch):  # noqa: F811 - the fixture
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()

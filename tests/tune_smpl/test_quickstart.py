@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.tune_smpl import views
 from tests.tune_smpl.conftest import REPO, cli_env
@@ -56,6 +57,7 @@ def test_the_notebook_is_stored_without_outputs_and_compiles():
         compile(_source(c), "<cell>", "exec")
 
 
+@pytest.mark.slow
 def test_the_quickstart_runs_its_sweep_and_its_views(tmp_path):
     sources = [SMALL if "parameters" in c["metadata"].get("tags", []) else _source(c)
                for c in _cells()]
