@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow_tracking import SweepRecorder
+from trainables import load_model
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.run import SweepResult
 from tune_smpl.sweep.settings import SweepSettings
@@ -47,7 +48,6 @@ def end_args(result: SweepResult) -> dict:
 def best_model(result: SweepResult):
     """The best trial's model, rebuilt from its checkpoint alone; None if there is none or
     it cannot be read (the sweep's result stands without it)."""
-    from trainables import load_model
 
     uri = result.best_checkpoint()
     if uri is None:
