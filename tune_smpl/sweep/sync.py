@@ -48,7 +48,6 @@ def end_args(result: SweepResult) -> dict:
 def best_model(result: SweepResult):
     """The best trial's model, rebuilt from its checkpoint alone; None if there is none or
     it cannot be read (the sweep's result stands without it)."""
-
     uri = result.best_checkpoint()
     if uri is None:
         return None
