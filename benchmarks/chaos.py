@@ -46,8 +46,8 @@ SETUP = {"sigint": "local", "sigint2": "local", "kill_driver": "local",
 MODES = {
     False: {"trials": 6, "sets": ["steps=900", "eval_every=100"], "span_start": 45.0,
             "reports": 24, "outage": (5.0, 120.0), "timeout": 900.0},
-    True: {"trials": 4, "sets": ["steps=300", "eval_every=50"], "span_start": 30.0,
-           "reports": 12, "outage": (2.0, 8.0), "timeout": 400.0},
+    True: {"trials": 4, "sets": ["steps=200", "eval_every=50"], "span_start": 30.0,
+           "reports": 8, "outage": (2.0, 8.0), "timeout": 400.0},
 }
 DEFAULT_OUT = Path(__file__).with_name("chaos_results.jsonl")
 
