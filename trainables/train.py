@@ -15,6 +15,7 @@ runs code. It carries `model_info`, so `load_model` rebuilds the evaluated model
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -33,6 +34,8 @@ from trainables.checkpoint import STATE_FILE, load_state, save_state
 # Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
 RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed trial continues
 TIME_ATTR = "evaluation"  # reports so far, counted from step 0 across restarts and resumes
+STORAGE_RETRY_ENV = "TUNE_SMPL_STORAGE_RETRY_S"  # tune_smpl.sweep.record_writer's bound
+log = logging.getLogger(__name__)
 
 
 def evaluation_at(step: int, eval_every: int) -> int:
@@ -76,6 +79,29 @@ def checkpoint_at(path_or_uri: str):
         return tune.Checkpoint(path_or_uri)
     fs, inner = pafs.FileSystem.from_uri(path_or_uri)
     return tune.Checkpoint(inner, filesystem=fs)
+
+
+def _load_retrying(checkpoint) -> dict:
+    """The checkpoint's state; a storage that fails (not a missing file) is retried with
+    back-off for up to TUNE_SMPL_STORAGE_RETRY_S seconds (default 120, as the driver's
+    record writer) before the trial fails: a restart during a storage outage waits for it."""
+    try:
+        bound = float(os.environ.get(STORAGE_RETRY_ENV) or 120.0)
+    except ValueError:
+        bound = 120.0
+    deadline, wait = time.monotonic() + bound, 0.5
+    while True:
+        try:
+            return load_checkpoint_state(checkpoint)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning("checkpoint %s not read (%s); trying again in %.1f s",
+                        checkpoint.path, e, wait)
+            time.sleep(wait)
+            wait = min(2 * wait, 10.0)
 
 
 def _placement(cfg: SMPLConfig) -> tuple[SMPLConfig, dict[str, Any]]:
@@ -154,7 +180,7 @@ def train_smpl(config: dict[str, Any]) -> None:
     if checkpoint is None and config.get(RESTORE_FIELD):
         checkpoint = checkpoint_at(config[RESTORE_FIELD])
     if checkpoint is not None:  # continue, not redo
-        state = load_checkpoint_state(checkpoint)
+        state = _load_retrying(checkpoint)
 
     last_step = [int(state["step"]) if state else 0]
 
@@ -166,7 +192,15 @@ def train_smpl(config: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory() as d:
             write_checkpoint(run_state, d)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            try:
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            except OSError as e:
+                # The storage did not take the checkpoint (full, read-only, unreachable):
+                # Ray raises before it registers anything, so the report goes without it
+                # and training goes on; the next report tries a checkpoint again.
+                log.warning("step %s: checkpoint not stored (%s); reported without it",
+                            metrics["step"], e)
+                tune.report(metrics)
         last_step[0] = int(metrics["step"])
 
     memory = tune.get_context().get_trial_resources().required_resources.get("memory", 0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +13,8 @@ from smpl_core.uri import is_uri
 from tune_smpl.options import TuneOptions, add_arguments
 from tune_smpl.plan import prepare
 from tune_smpl.sweep import summary
+
+EX_TEMPFAIL = 75  # sysexits.h: a temporary failure (the storage); try again later
 
 
 def add_parser(sub) -> None:
@@ -41,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     from trainables import evaluation_at
     from tune_smpl.sweep import cluster
     from tune_smpl.sweep.prior import describe as describe_prior
+    from tune_smpl.sweep.record_writer import retry_s
     from tune_smpl.sweep.run import new_record, run_sweep
     from tune_smpl.sweep.stop import STOP
     from tune_smpl.sweep.study import asha_caution
@@ -48,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
 
     _quiet_libraries()
     plan = prepare(TuneOptions.of(args))  # args: the parsed flags, or tune_smpl.tune's options
+    retry_s()  # TUNE_SMPL_STORAGE_RETRY_S checked before Ray starts (record_writer.py)
     base, space, settings, record, prior = (plan.base, plan.space, plan.settings, plan.record,
                                             plan.prior)
     tracking = _tracking(plan.tracking_uri, settings)
@@ -109,7 +115,9 @@ def close(result, settings, mlflow) -> int:
     """The end of a command's run of a sweep, in order: the summary, MLflow's parent run,
     the report, then MLflow's queued writes waited for (at most a minute, not at all after
     a second Ctrl-C) and what MLflow missed filled in from the record (sync.finish).
-    Exit 130 when interrupted, 1 when no trial gave a measurement, else 0."""
+    Exit 130 when interrupted, 1 when no trial gave a measurement, else 0; 75 (EX_TEMPFAIL)
+    when the record's storage failed (its one line instead of the summary: the record
+    would not back one)."""
     from tune_smpl.sweep.stop import STOP
     from tune_smpl.sweep.sync import end_args, finish
 
@@ -117,6 +125,12 @@ def close(result, settings, mlflow) -> int:
         if line := finish(mlflow, result.record, settings.storage_path, lambda: STOP.hurried):
             print(line, flush=True)
 
+    if result.storage_failure is not None:
+        print(summary.storage_line(result, settings), file=sys.stderr, flush=True)
+        mlflow.end_sweep(**end_args(result))
+        with contextlib.suppress(OSError):  # a backfill reads the record: maybe not now
+            catch_up()
+        return EX_TEMPFAIL
     if result.status == "interrupted":  # a Ctrl-C now is only counted (stop.py)
         summary.print_interrupted(result, settings)
         mlflow.end_sweep(**end_args(result))

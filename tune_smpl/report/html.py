@@ -18,6 +18,7 @@ from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
+from tune_smpl.sweep.restarts import restarts_phrase
 from tune_smpl.sweep.summary import fmt
 
 TITLES = {
@@ -78,6 +79,10 @@ def _outcomes_body(view: SweepView) -> str:
     n = len(view.trials)
     parts = [_table([(O.LABELS[o], view.counts[o]) for o in O.OUTCOMES], ("outcome", "trials"),
                     "outcome-table")]
+    restarts = restarts_phrase([*view.trials, *view.finalist_runs])
+    if restarts:  # a process or node that died: Ray went on from the trial's checkpoint
+        parts.append(f"<p class='note' id='restarts'>Restarted from their checkpoints: "
+                     f"{_e(restarts)}.</p>")
     warm = describe_prior(view.meta.get("warm_start"))
     if warm:
         parts.append(f"<p class='note' id='warm-start'>This sweep was {_e(warm)}.</p>")

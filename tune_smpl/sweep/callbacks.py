@@ -5,6 +5,7 @@ Ray calls them on the driver; they forward what happened to the `Ledger`, which 
 
 from __future__ import annotations
 
+import posixpath
 import sys
 import time
 
@@ -12,6 +13,7 @@ from ray.tune import Callback, Stopper
 
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
+from tune_smpl.sweep.restarts import trial_error
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.summary import fmt
 
@@ -33,7 +35,12 @@ class LedgerCallback(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         # Ray restarts its process from the last checkpoint (FailureConfig), same trial.
-        self.ledger.restarted(trial.trial_id, _error_text(trial))
+        checkpoint = trial.checkpoint
+        self.ledger.restarted(trial.trial_id, _error_text(trial), trial_error(trial),
+                              checkpoint and posixpath.basename(checkpoint.path))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.ledger.notices.poll()  # a restart's line, once its cause is known (restarts.py)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ledger.ended(trial.trial_id, trial.last_result)

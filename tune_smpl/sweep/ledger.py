@@ -20,10 +20,13 @@ from optuna.trial import TrialState
 from trainables import RESTORE_FIELD
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.record_writer import storage_error
+from tune_smpl.sweep.restarts import RestartNotices, error_line, last_failure
 from tune_smpl.sweep.study import PRIOR, distributions_json, proposer
 from tune_smpl.sweep.tracking import Tracking, report_metrics
 
 KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
+STORAGE_RESUMES = 3  # resumes after which a storage error ends a trial as errored after all
 
 
 class Ledger:
@@ -50,6 +53,11 @@ class Ledger:
         self.by_ray: dict[str, str] = {}  # Ray trial id -> key
         self.live: dict[str, optuna.Trial] = {}  # key -> the study's trial, while it runs
         self.nodes: dict[str, str] = {}  # key -> the Ray node it last reported from
+        # Restarts whose line waits for its cause (restarts.py): the record is saved when it is.
+        self.notices = RestartNotices(lambda key: self.record.save_trial(self._by_key(key)))
+        # Trials Ray gave up on because of the storage, left unfinished (see `ended`).
+        self.storage_left: list[str] = []
+        self.storage_error: str | None = None
 
     def __getstate__(self):  # Ray pickles the searcher and callbacks into its own files
         return {"sweep": self.record.name}
@@ -140,6 +148,7 @@ class Ledger:
         if node and self.nodes.get(t.key) != node:  # where it runs, for a cluster's user
             self.nodes[t.key] = node
             self.tracking.tag_trial(t.key, ray_node_id=node)
+        self.notices.reported(t.key, node)
         trial = self.live.get(t.key)
         if trial is not None:
             _intermediate(trial, row)
@@ -148,13 +157,26 @@ class Ledger:
         self.tracking.trial_reported(t.key, report_metrics(row), int(row.get("step", 0)),
                                      row.get("reported_at"))
 
-    def restarted(self, ray_id: str, error: str) -> None:
+    def restarted(self, ray_id: str, error: str, exc: BaseException | None = None,
+                  checkpoint: str | None = None) -> None:
+        """Ray restarts the trial from `checkpoint` (its folder name; None: from step 0):
+        counted and logged at once, said in one line once its cause is known."""
         t = self._of(ray_id)
         if t is None:
             return
         t.restarts += 1
+        rows = [r for r in t.reports if r.get("checkpoint_dir_name")]
+        if checkpoint is None and t.key in self.restore:  # no new one yet: its resume point
+            checkpoint = next((r["checkpoint_dir_name"] for r in rows
+                               if r["checkpoint_dir_name"].startswith("restart_")), None)
+        row = next((r for r in rows if r["checkpoint_dir_name"] == checkpoint),
+                   rows[-1] if rows and checkpoint else {})
+        entry = {"at": time.time(), "step": int(row.get("step", 0)), "cause": None}
+        t.restart_log.append(entry)
         self.record.save_trial(t)
         self.tracking.tag_trial(t.key, restarts=t.restarts, last_failure=error[-1000:])
+        self.notices.add(t.key, entry, exc, error, self.nodes.get(t.key)
+                         or t.last.get("ray_node_id"))
 
     def ended(self, ray_id: str, last: dict | None, errored: bool = False,
               error: str | None = None) -> None:
@@ -163,6 +185,16 @@ class Ledger:
             return
         if last and last.get("error") and not error:
             error = last["error"]
+        if errored and t.resumes < STORAGE_RESUMES and (
+                storage_error(last_failure(error or "")) or self.record.failing):
+            # Not the trial's fault: its checkpoint could not be written or read, or the
+            # record's storage fails right now. Not `errored` (final) but unfinished, so
+            # that `--resume` runs it on from the record's last checkpoint (a few times:
+            # a checkpoint that can never be read must not keep a sweep open for ever).
+            self.storage_left.append(t.key)
+            self.storage_error = error_line(last_failure(error or ""))
+            self._interrupt(t)
+            return
         self._end(t, O.decide(last, steps=self.steps, errored=errored,
                               budget_spent=self.budget_spent()), error)
 
@@ -172,6 +204,7 @@ class Ledger:
         has no outcome yet: interrupted (Ctrl-C, a second one, or Ray ending without
         finishing them) until `--resume`; cut by the budget when the budget ended the sweep.
         Returns the interrupted ones."""
+        self.notices.poll(final=True)  # every restart said, with what is known
         out = []
         for t in (self.finalists if finalists else self.trials).values():
             if t.finished:
@@ -179,14 +212,18 @@ class Ledger:
             if not interrupted and self.budget_spent():
                 self._end(t, O.CUT_BY_BUDGET, None)
                 continue
-            t.interrupted = True
-            self.record.save_trial(t)
-            trial = self.live.pop(t.key, None)
-            if trial is not None:  # RUNNING in the study, marked until --resume clears it
-                trial.set_user_attr("interrupted", True)
-            self.tracking.trial_ended(t.key, O.INTERRUPTED)
+            self._interrupt(t)
             out.append(t)
         return out
+
+    def _interrupt(self, t: TrialRecord) -> None:
+        """Unfinished until `--resume` runs it on: marked so in every view."""
+        t.interrupted = True
+        self.record.save_trial(t)
+        trial = self.live.pop(t.key, None)
+        if trial is not None:  # RUNNING in the study, marked until --resume clears it
+            trial.set_user_attr("interrupted", True)
+        self.tracking.trial_ended(t.key, O.INTERRUPTED)
 
     # --- the one place a trial ends --------------------------------------------------
     def _end(self, t: TrialRecord, outcome: str, error: str | None) -> None:
@@ -205,6 +242,9 @@ class Ledger:
     def _of(self, ray_id: str) -> TrialRecord | None:
         key = self.by_ray.get(ray_id)
         return (self.trials.get(key) or self.finalists.get(key)) if key else None
+
+    def _by_key(self, key: str) -> TrialRecord:
+        return self.trials.get(key) or self.finalists[key]
 
 
 def _intermediate(trial: optuna.Trial, row: dict) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import OUTCOMES, score
-from tune_smpl.sweep.storage import SweepStorage
+from tune_smpl.sweep.storage import SweepStorage, json_text
 
 SWEEP_FILE, SPACE_FILE, TRIAL_FILE = "sweep.json", "space.yaml", "trial.json"
 # Ray's bookkeeping fields that a report keeps (the rest of them are not measurements).
@@ -79,7 +79,7 @@ _TRIAL_OPTIONAL = {"proposed_by": str, "outcome": (str, type(None)), "interrupte
                    "reports": list, "error": (str, type(None)), "restarts": int,
                    "resumes": int, "started": bool, "created_at": _NUMBER,
                    "ended_at": (*_NUMBER, type(None)), "role": str,
-                   "finalist_of": (str, type(None))}
+                   "finalist_of": (str, type(None)), "restart_log": list}
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                bool: "true or false", float: "a number", type(None): "null"}
 
@@ -136,6 +136,8 @@ class TrialRecord:
     reports: list[dict] = field(default_factory=list)
     error: str | None = None
     restarts: int = 0  # Ray restarted its process from a checkpoint
+    # One entry per restart: when, the step it restarts from, the cause (restarts.py)
+    restart_log: list[dict] = field(default_factory=list)
     resumes: int = 0  # `--resume` continued it after its sweep stopped
     started: bool = False  # a process ran it at least once
     created_at: float = field(default_factory=time.time)
@@ -196,6 +198,9 @@ class SweepRecord:
 
     def __init__(self, storage: SweepStorage, name: str):
         self.storage, self.name = storage, name
+        # While a sweep runs, its writes go through a writer thread (record_writer.py), so
+        # a storage that fails never holds up a trial; None: each write is made at once.
+        self.writer = None
 
     @property
     def uri(self) -> str:
@@ -225,7 +230,23 @@ class SweepRecord:
         return meta
 
     def save_meta(self, meta: dict) -> None:
-        self.storage.write_json(meta, self.name, SWEEP_FILE)
+        self._save(meta, SWEEP_FILE)
+
+    def _save(self, obj: dict, *parts: str) -> None:
+        if self.writer is None:
+            self.storage.write_json(obj, self.name, *parts)
+        else:  # the content as it is now, written (and retried) by the writer's thread
+            self.writer.put(json_text(obj), self.name, *parts)
+
+    def flush(self, give_up=lambda: False) -> bool:
+        """The writer's files all on the storage (bounded while it fails: see
+        record_writer.RecordWriter.flush); True without a writer."""
+        return self.writer is None or self.writer.flush(give_up)
+
+    @property
+    def failing(self) -> bool:
+        """The storage does not take the record's writes at this moment."""
+        return self.writer is not None and self.writer.failing
 
     def space_yaml(self) -> str:
         return self.storage.read_text(self.name, SPACE_FILE)
@@ -288,7 +309,7 @@ class SweepRecord:
         return TrialRecord.from_dict(d)
 
     def save_trial(self, trial: TrialRecord) -> None:
-        self.storage.write_json(trial.to_dict(), self.name, trial.name, TRIAL_FILE)
+        self._save(trial.to_dict(), trial.name, TRIAL_FILE)
 
 
 def sweeps_in(storage: SweepStorage) -> list[str]:

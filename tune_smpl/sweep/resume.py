@@ -15,9 +15,11 @@ checkpoints go: no name in the record can then point at a checkpoint of another 
 from __future__ import annotations
 
 import logging
+import time
 
 from trainables.train import STATE_FILE
-from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.record import TRIAL_FILE, SweepRecord, TrialRecord
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_DIRS = ("checkpoint_", "restart_")
@@ -33,6 +35,44 @@ def restart_points(record: SweepRecord, trials: list[TrialRecord]) -> dict[str, 
                 out[t.key] = record.storage.uri(record.name, t.name, point)
             record.save_trial(t)
     return out
+
+
+def settle_done(record: SweepRecord, trials: list[TrialRecord], steps: int
+                ) -> list[TrialRecord]:
+    """The unfinished trials whose last recorded report already decides them (it reached
+    `steps`, or diverged, or ran out of memory): the sweep stopped after that report and
+    before Ray ended the trial. Run again, such a trial would have nothing left to train
+    and end without a report; it ends here, as its report says. Returns them."""
+    done = []
+    for t in trials:
+        last = t.last
+        if t.finished or not (last.get("step", 0) >= steps or last.get("diverged")
+                              or last.get("oom")):
+            continue
+        t.outcome = O.decide(last, steps=steps)
+        t.error = last.get("error") if last.get("oom") else t.error
+        t.interrupted, t.ended_at = False, time.time()
+        record.save_trial(t)
+        done.append(t)
+    if done:
+        log.info("trial(s) %s ended by their last report", ", ".join(t.key for t in done))
+    return done
+
+
+def drop_orphans(record: SweepRecord) -> list[str]:
+    """Delete the trial folders that have no record file (Ray's files of a trial whose
+    record never reached a storage that failed: the record re-asks that trial, and the new
+    one must not find the old one's checkpoints in its folder); their names."""
+    storage, gone = record.storage, []
+    for d in storage.list_dirs(record.name):
+        if d.startswith(("trial_", "finalist_")) and not storage.exists(record.name, d,
+                                                                         TRIAL_FILE):
+            storage.delete_dir(record.name, d)
+            gone.append(d)
+    if gone:
+        log.info("removed %d trial folder(s) the record never had: %s", len(gone),
+                 ", ".join(gone))
+    return gone
 
 
 def _restart_point(record: SweepRecord, t: TrialRecord) -> str | None:

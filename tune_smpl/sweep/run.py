@@ -25,7 +25,9 @@ from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep import prior as P
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
-from tune_smpl.sweep.resume import restart_points
+from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure
+from tune_smpl.sweep.restarts import LOG_NAME, ray_messages
+from tune_smpl.sweep.resume import drop_orphans, restart_points, settle_done
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.storage import SweepStorage
@@ -81,6 +83,10 @@ class SweepResult:
     finalist_runs: list[TrialRecord] = field(default_factory=list)
     stage: dict | None = None  # the finalist stage's plan and status (sweep.json), if any
     warm_start: dict | None = None  # what the sweep was warm-started from (sweep.json)
+    ray_log: str | None = None  # where Ray's driver-side messages went (restarts.py)
+    # The record lacks (or lacked, long enough to stop the sweep) what the sweep did: its
+    # storage failed (record_writer.py); the command says so and exits 75.
+    storage_failure: StorageFailure | None = None
 
     @property
     def pick(self) -> F.Pick:
@@ -94,7 +100,8 @@ class SweepResult:
         """The sweep's own numbers: the parent run's only metrics."""
         out: dict[str, float] = {f"trials_{o}": n for o, n in O.counts(self.trials).items()}
         out.update(trials=len(self.trials), wall_s=round(self.wall_s, 2),
-                   trial_seconds=round(sum(t.seconds for t in self.trials), 2))
+                   trial_seconds=round(sum(t.seconds for t in self.trials), 2),
+                   restarts=sum(t.restarts for t in self.trials + self.finalist_runs))
         if self.stage is not None:
             out.update({f"finalist_runs_{o}": n
                         for o, n in O.counts(self.finalist_runs).items()},
@@ -129,7 +136,12 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
               tracking: Tracking) -> SweepResult:
     meta = record.meta()
     trials, runs = record.trials(), record.finalists()
+    settle_done(record, trials + runs, base.steps)  # stopped after their last report
     restore = restart_points(record, trials + runs)
+    drop_orphans(record)
+    # From here the record is written by a thread of its own, so that a storage that fails
+    # never holds up a trial (record_writer.py); the stages and the end wait for it.
+    record.writer = RecordWriter(record.storage.write_text, record.uri)
     n_startup = meta["sampler"].get("sampler_startup_trials", 0)
     db = study_file(record.storage, settings.name)
     # Each run of the command draws on: a resumed sweep re-seeded as it started would
@@ -164,9 +176,11 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         if ledger.queue_finalists() and not ledger.budget_spent():
             build_finalist_tuner(base, space, settings, ledger, len(ledger.queue)).fit()
 
-    left, stopped = _stage(ledger, search)
-    if not stopped and settings.finalists:
-        left, stopped = _stage(ledger, finalists, finalist_stage=True)
+    ray_log = study_file(record.storage, settings.name).parent / LOG_NAME
+    with ray_messages(ray_log):  # Ray's tracebacks into a file, not onto the terminal
+        left, stopped = _stage(ledger, search)
+        if not stopped and settings.finalists:
+            left, stopped = _stage(ledger, finalists, finalist_stage=True)
     runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
     if "finalists" in meta:
         meta["finalists"]["status"] = (
@@ -175,11 +189,18 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     meta["wall_s"] += time.time() - t0
     meta["status"] = "interrupted" if stopped else "finished"
     record.save_meta(meta)
+    # The record's last writes, bounded; what the storage did not take (or a storage that
+    # stopped the sweep) is said instead of a summary the record would not back.
+    record.writer.close(lambda: STOP.hurried)
+    failure = record.writer.failure(tuple(ledger.storage_left), ledger.storage_error)
+    record.writer = None
+    if failure is not None:
+        meta["status"], stopped = "interrupted", True
     if not stopped and not record.storage.local:
         _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
                        meta["status"], meta["wall_s"], left, base.steps, runs,
-                       meta.get("finalists"), meta.get("warm_start"))
+                       meta.get("finalists"), meta.get("warm_start"), str(ray_log), failure)
 
 
 def _stage(ledger: Ledger, work, finalist_stage: bool = False
@@ -189,6 +210,10 @@ def _stage(ledger: Ledger, work, finalist_stage: bool = False
     (and a finalist stage stopped before its plan leaves no run to mark, yet is not done)."""
     interrupted = False
     try:
+        STOP.check()
+        # The record has what came before (the plan, the restart points): a storage that
+        # fails holds the stage back here, at most until the writer gives up and stops it.
+        ledger.record.flush(lambda: STOP.hurried)
         STOP.check()
         work()
     except KeyboardInterrupt:  # raised by STOP.check at a safe point, never mid-write

@@ -20,6 +20,11 @@ import pyarrow.fs as pafs
 from smpl_core.uri import is_uri
 
 
+def json_text(obj) -> str:
+    """A record file's text, as `write_json` writes it."""
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)
+
+
 def open_root(root: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, its path of `root`). A plain path or a `file://` URI is this machine's
     filesystem and an absolute path; any other URI is what pyarrow.fs opens for it (its
@@ -87,7 +92,7 @@ class SweepStorage:
         os.replace(tmp, target)
 
     def write_json(self, obj, *parts: str) -> None:
-        self.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str), *parts)
+        self.write_text(json_text(obj), *parts)
 
     def create_new(self, text: str, *parts: str) -> bool:
         """Write a file that must not exist yet; False if it does. Atomic on a local disk

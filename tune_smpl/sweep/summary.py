@@ -9,6 +9,7 @@ import sys
 from tune_smpl.sweep import finalists as F
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.prior import describe as describe_prior
+from tune_smpl.sweep.restarts import restarts_phrase
 from tune_smpl.sweep.study import PRIOR
 
 
@@ -33,11 +34,35 @@ def resume_command(settings) -> str:
             f"{shlex.quote(settings.storage_path)} --resume")
 
 
+def storage_line(result, settings) -> str:
+    """The one line of a sweep that its record's storage stopped (exit 75), or that lost
+    trials to it: the storage, the error, what the record lacks, and the resume command."""
+    f = result.storage_failure
+    if f.seconds:
+        what = f"failed for {f.seconds:.0f} s ({f.error}); the sweep stopped as interrupted"
+    else:
+        what = (f"failed under trial {', '.join(f.trials)} ({f.error}); left unfinished, "
+                f"the sweep ended as interrupted")
+    lacks = (f"; the record lacks the last {f.unwritten} write(s) (--resume re-runs what it "
+             f"lacks)" if f.unwritten else "")
+    return (f"tune-smpl: the record's storage {f.uri} {what}{lacks}; run the same command "
+            f"with --resume when it is back: {resume_command(settings)}")
+
+
 def print_interrupted(result, settings) -> None:
     left = result.left
     print(f"\nsweep {settings.name} interrupted: {len(left)} trial(s) unfinished "
           f"({', '.join(t.key for t in left)}); its record is saved. Resume with:\n  "
           f"{resume_command(settings)}", flush=True)
+    _print_restarts(result)
+
+
+def _print_restarts(result) -> None:
+    """`2 restarts (trial 0003: node died; ...)` and where Ray's own messages are."""
+    said = restarts_phrase([*result.trials, *result.finalist_runs])
+    if said:
+        where = f"; Ray's messages are in {result.ray_log}" if result.ray_log else ""
+        print(f"{said}{where}", flush=True)
 
 
 def _outcomes(records, always=O.SCORED) -> str:
@@ -50,6 +75,7 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
     a user runs next; when no trial gave a measurement, why (on stderr)."""
     trials, n = result.trials, O.counts(result.trials)
     print(f"\nsweep {settings.name} finished: {len(trials)} trials: {_outcomes(trials)}")
+    _print_restarts(result)
     print(f"proposals: {proposals(trials)}")
     if result.warm_start:
         print(describe_prior(result.warm_start))

@@ -1,0 +1,154 @@
+"""Issue 25: a storage that fails under a running sweep (in process, the module's Ray).
+
+The record's file writes fail (ENOSPC, from the storage layer: `SweepStorage.write_text`)
+from a seeded write on:
+- for a few seconds, under the bound: the sweep trains on, says so once and once when the
+  record has caught up, and ends finished with a complete record that every view agrees
+  with;
+- past the bound (TUNE_SMPL_STORAGE_RETRY_S=3): the sweep stops as interrupted, the
+  command prints the storage's one line and exits 75; the storage comes back either during
+  the command's last tries (the record then says interrupted) or only after the command
+  (the record stays as its last write left it); `--resume` finishes with every trial once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import random
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tune_smpl import views
+from tune_smpl.cli import main
+from tune_smpl.sweep.stop import STOP
+from tune_smpl.sweep.storage import SweepStorage
+
+SETS = ["steps=60", "eval_every=10", "batch_size=16", "mu=2", "val_size=100", "device=cpu"]
+
+
+class Fault:
+    """Record writes below `sweep` fail with ENOSPC from the `start`-th on, until `off()`;
+    `window` is (first failure, end) in time.time()."""
+
+    def __init__(self, sweep: Path, start: int):
+        self.sweep, self.start = str(sweep), start
+        self.count, self.failures = 0, 0
+        self.on = self.ended = False
+        self.window = [None, None]
+        self.original = SweepStorage.write_text
+        fault = self
+
+        def write_text(storage, text, *parts):
+            target = storage.path(*parts)
+            if target.startswith(fault.sweep) and target.endswith(".json"):
+                fault.count += 1
+                if fault.count >= fault.start and not fault.ended:
+                    fault.on = True
+                if fault.on:
+                    fault.failures += 1
+                    fault.window[0] = fault.window[0] or time.time()
+                    raise OSError(errno.ENOSPC, "No space left on device", target)
+            return fault.original(storage, text, *parts)
+
+        self.write_text = write_text
+
+    def off(self) -> None:
+        self.on, self.ended = False, True
+        self.window[1] = time.time()
+
+
+def _tune(root: Path, name: str, *args: str) -> list[str]:
+    return ["tune", "--name", name, "--storage-path", str(root / "runs"), "--tracking-uri",
+            f"sqlite:///{root}/mlflow.db", "--gpus-per-trial", "0", "--sampler", "random",
+            "--grace-period", "10", *args, *sum((["--set", s] for s in SETS), [])]
+
+
+def _off_after(fault: Fault, cond, delay: float) -> threading.Thread:
+    def run():
+        deadline = time.monotonic() + 300
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        fault.off()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_short_outage_leaves_a_complete_record(ray_local, tmp_path, monkeypatch, capsys):
+    sweep, uri = tmp_path / "runs" / "blip", f"sqlite:///{tmp_path}/mlflow.db"
+    fault = Fault(sweep, start=random.Random(25).randint(8, 14))
+    monkeypatch.setattr(SweepStorage, "write_text", fault.write_text)
+    _off_after(fault, lambda: fault.on, 3.0)
+    rc = main(_tune(tmp_path, "blip", "--num-samples", "3", "--max-concurrent", "2"))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert fault.failures >= 2 and fault.ended, fault.failures
+    assert out.count("does not take writes since") == 1, out
+    assert out.count("takes writes again") == 1 and "the record has caught up" in out
+    rec = views.check_finished(sweep, uri, trials=3, summary=out)
+    # The trials trained on while the record could not be written: reports made then.
+    start, end = fault.window
+    made = [r["reported_at"] for t in rec.values() for r in t["reports"]]
+    assert any(start <= at <= end for at in made), (start, end, made)
+    for key, t in rec.items():
+        steps = [r["step"] for r in t["reports"]]
+        assert steps == sorted(set(steps)), (key, steps)
+        if t["outcome"] == "completed":
+            assert steps == list(range(10, 61, 10)), (key, steps)
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("back", ["during the last tries", "after the command"])
+def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_path,
+                                                               monkeypatch, capsys, back):
+    sweep, uri = tmp_path / "runs" / "down", f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("TUNE_SMPL_STORAGE_RETRY_S", "3")
+    fault = Fault(sweep, start=random.Random(75).randint(8, 14))
+    monkeypatch.setattr(SweepStorage, "write_text", fault.write_text)
+    if back == "during the last tries":  # once the writer has asked the sweep to stop
+        _off_after(fault, lambda: any(r.startswith("storage ") for r in STOP.reasons), 1.0)
+    args = _tune(tmp_path, "down", "--num-samples", "3", "--max-concurrent", "2")
+    t0 = time.monotonic()
+    rc = main(args)
+    took = time.monotonic() - t0
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert rc == 75, out + err
+    if back == "after the command":
+        fault.off()
+    lines = [ln for ln in err.splitlines() if ln.startswith("tune-smpl: the record's storage")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"tune-smpl: the record's storage {sweep} failed for 3 s "
+                               "(OSError: [Errno 28] No space left on device: ")
+    assert "); the sweep stopped as interrupted; " in lines[0]
+    assert lines[0].endswith("; run the same command with --resume when it is back: "
+                             f"tune-smpl tune --name down --storage-path {tmp_path / 'runs'} "
+                             "--resume")
+    assert "its record is saved" not in out and "finished:" not in out
+    assert took < 120, took  # bounded: the bound, the stop, the last tries
+    meta = json.loads((sweep / "sweep.json").read_text())
+    if back == "during the last tries":  # the last tries wrote the interrupted record
+        assert "lacks" not in lines[0]
+        assert meta["status"] == "interrupted"
+        before = views.check_interrupted(sweep, uri)
+    else:  # the record as its last write left it: what a killed driver leaves
+        assert re.search(r"; the record lacks the last \d+ write\(s\) \(--resume re-runs "
+                         r"what it lacks\); run", lines[0]), lines[0]
+        assert meta["status"] == "running"
+        before = views.record(sweep)
+        assert any(t["outcome"] is None for t in before.values())
+
+    assert main(_tune(tmp_path, "down", "--resume")) == 0
+    out = capsys.readouterr().out
+    after = views.check_finished(sweep, uri, trials=3, summary=out)
+    views.history_kept(before, after)
+    assert all(t["outcome"] for t in after.values())
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
