@@ -191,28 +191,30 @@ def test_record_round_trips_the_restart_log():
 def test_rays_driver_messages_go_to_the_log_file(tmp_path, capsys):
     path = tmp_path / "sweep" / R.LOG_NAME
     tune_log = logging.getLogger("ray.tune.execution.tune_controller")
-    with R.ray_messages(path):
-        try:
-            raise rx.ActorUnavailableError("Socket closed", b"\x02" * 16)
-        except rx.RayActorError as e:
-            tune_log.error("Trial task failed for trial trial_0003", exc_info=e)
-        logging.getLogger("ray.train").warning("Last sync command failed:\nTraceback ...")
-        tune_log.warning("one line a user should see")
-
-        _listener("x")
-        print("our own line")
-    _listener("y")  # after the sweep's stages, while the command closes it
+    R.route_ray_messages(path)
+    try:
+        raise rx.ActorUnavailableError("Socket closed", b"\x02" * 16)
+    except rx.RayActorError as e:
+        tune_log.error("Trial task failed for trial trial_0003", exc_info=e)
+    logging.getLogger("ray.train").warning("Last sync command failed:\nTraceback ...")
+    tune_log.warning("one line a user should see")
+    _listener("x")
+    print("our own line")
     out, err = capsys.readouterr()
     assert "Traceback" not in err + out and "ActorUnavailableError" not in err + out
     assert "marked dead" not in out and "our own line" in out
-    assert err.strip() == "one line a user should see"
+    assert err.strip() == "WARNING ray.tune.execution.tune_controller: one line a user should see"
     text = path.read_text()
     assert "Trial task failed for trial trial_0003" in text
     assert "ray.exceptions.ActorUnavailableError" in text and "Last sync command" in text
     assert "(raylet) The node with node id: x has been marked dead" in text
-    assert "(raylet) The node with node id: y has been marked dead" in text
-    assert logging.getLogger("ray.tune").propagate
-    assert not logging.getLogger("ray.tune").handlers
+    # A second sweep in the process: its own log; the handlers are not doubled.
+    other = tmp_path / "other" / R.LOG_NAME
+    R.route_ray_messages(other)
+    tune_log.error("second", exc_info=ValueError("v"))
+    assert "second" in other.read_text() and "second" not in path.read_text()
+    assert len(logging.getLogger("ray.tune").handlers) == 2
+    assert not logging.getLogger("ray.tune").propagate
 
 
 def _listener(node: str) -> None:

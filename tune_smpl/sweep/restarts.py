@@ -233,22 +233,27 @@ def _say(line: str) -> None:
 
 
 # --- Ray's driver-side messages into a log file -------------------------------------------
-class _QuietFileHandler(logging.FileHandler):
-    """A log file that never raises or prints into the sweep (its disk may be the one that
-    fails)."""
-
-    def __init__(self, path: Path):
-        super().__init__(path, delay=True)
-
-    def handleError(self, record) -> None:  # noqa: N802 - logging's name
-        pass
+def _append(text: str) -> None:
+    """A line into the current sweep's log; never raises (its disk may be what fails)."""
+    if _LOG_TO:
+        with contextlib.suppress(OSError), open(_LOG_TO[0], "a") as fh:
+            fh.write(text.rstrip("\n") + "\n")
 
 
-class _OneLine(logging.Filter):
-    """What still reaches the terminal: a one-line message without a traceback."""
+class _ToLog(logging.Handler):
+    def emit(self, record) -> None:
+        with contextlib.suppress(Exception):
+            _append(self.format(record))
 
-    def filter(self, record) -> bool:
-        return not record.exc_info and "\n" not in record.getMessage()
+
+class _ToTerminal(logging.Handler):
+    """A one-line message without a traceback still reaches stderr (as it is then)."""
+
+    def emit(self, record) -> None:
+        if record.exc_info or "\n" in record.getMessage():
+            return
+        with contextlib.suppress(Exception):
+            sys.stderr.write(self.format(record) + "\n")
 
 
 class _Routed:
@@ -258,11 +263,10 @@ class _Routed:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        if threading.current_thread().name in RAY_PRINTERS and _PRINTED_TO:
+        if threading.current_thread().name in RAY_PRINTERS and _LOG_TO:
             clean = _ANSI.sub("", text)
             if clean.strip():
-                with contextlib.suppress(OSError), open(_PRINTED_TO[0], "a") as fh:
-                    fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (ray) {clean.rstrip()}\n")
+                _append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} (ray) {clean.rstrip()}")
             return len(text)
         return self._stream.write(text)
 
@@ -270,38 +274,31 @@ class _Routed:
         return getattr(self._stream, name)
 
 
-_PRINTED_TO: list[Path] = []  # the log of the sweep that ran last in this process
+_LOG_TO: list[Path] = []  # the log of the sweep that ran last in this process
+_HANDLERS = (_ToLog(), _ToTerminal())
+_HANDLERS[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+_HANDLERS[1].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+RAY_LOGGERS = ("ray.tune", "ray.train")
 
 
-@contextlib.contextmanager
-def ray_messages(path: Path):
-    """For the block: Ray Tune's and Ray Train's driver-side log records written to `path`
-    (one-line warnings still reach stderr). What Ray's error listener prints goes there
-    from now on, also after the block: a node is often marked dead after the last trial
-    ended, while the command closes the sweep (the streams stay wrapped; they pass every
-    other write through)."""
+def route_ray_messages(path: Path) -> Path:
+    """From now on in this process, Ray Tune's and Ray Train's driver-side log records go
+    to `path` (one-line warnings without a traceback still reach stderr), and so does what
+    Ray's error listener prints. Not undone when the sweep's stages end: Ray's background
+    syncs log after them, and a node is often marked dead while the command closes the
+    sweep; the next sweep in the process routes them to its own log. The streams stay
+    wrapped; every other write passes through as before."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-    _PRINTED_TO[:] = [path]
+    _LOG_TO[:] = [path]
     if not isinstance(sys.stdout, _Routed):
         sys.stdout = _Routed(sys.stdout)
     if not isinstance(sys.stderr, _Routed):
         sys.stderr = _Routed(sys.stderr)
-    log = _QuietFileHandler(path)
-    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    terminal = logging.StreamHandler(sys.stderr)
-    terminal.addFilter(_OneLine())
-    loggers = [logging.getLogger(n) for n in ("ray.tune", "ray.train")]
-    saved = [(lg, lg.propagate) for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(log)
-        lg.addHandler(terminal)
+    for name in RAY_LOGGERS:
+        lg = logging.getLogger(name)
+        for h in _HANDLERS:
+            if h not in lg.handlers:
+                lg.addHandler(h)
         lg.propagate = False
-    try:
-        yield path
-    finally:
-        for lg, propagate in saved:
-            lg.removeHandler(log)
-            lg.removeHandler(terminal)
-            lg.propagate = propagate
-        log.close()
+    return path

@@ -26,7 +26,7 @@ from tune_smpl.sweep import prior as P
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure
-from tune_smpl.sweep.restarts import LOG_NAME, ray_messages
+from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
 from tune_smpl.sweep.resume import drop_orphans, restart_points, settle_done
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.stop import STOP
@@ -176,11 +176,11 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         if ledger.queue_finalists() and not ledger.budget_spent():
             build_finalist_tuner(base, space, settings, ledger, len(ledger.queue)).fit()
 
-    ray_log = study_file(record.storage, settings.name).parent / LOG_NAME
-    with ray_messages(ray_log):  # Ray's tracebacks into a file, not onto the terminal
-        left, stopped = _stage(ledger, search)
-        if not stopped and settings.finalists:
-            left, stopped = _stage(ledger, finalists, finalist_stage=True)
+    # Ray's tracebacks into a file, not onto the terminal (restarts.py)
+    ray_log = route_ray_messages(study_file(record.storage, settings.name).parent / LOG_NAME)
+    left, stopped = _stage(ledger, search)
+    if not stopped and settings.finalists:
+        left, stopped = _stage(ledger, finalists, finalist_stage=True)
     runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
     if "finalists" in meta:
         meta["finalists"]["status"] = (
