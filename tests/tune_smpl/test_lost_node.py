@@ -134,4 +134,4 @@ def test_lost_worker_node_restarts_the_trial_on_the_head_with_one_line(nodes, tm
     assert json.loads((sweep / "sweep.json").read_text())["status"] == "finished"
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

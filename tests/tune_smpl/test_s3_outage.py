@@ -194,4 +194,4 @@ def test_s3_outage_under_then_past_the_bound_then_resume(s3, tmp_path):  # noqa:
     assert parent.data.tags["best_trial_id"] == top[0]
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -151,4 +151,4 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
     assert all(t["outcome"] for t in after.values())
 
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
