@@ -69,7 +69,9 @@ def plan(seed: int, rounds: int, faults: list[str], quick: bool) -> list[dict]:
             anchor = "report"  # a fault of what a running sweep writes or runs on
         out.append({"round": i, "seed": rseed, "kind": kind, "anchor": anchor,
                     "offset_s": round(rng.uniform(0, m["span_start"]), 2),
-                    "reports": rng.randint(0, m["reports"]),
+                    # a kill needs a trial with two reports to go: early in the sweep
+                    "reports": rng.randint(0, m["reports"] // (2 if kind.startswith("kill_")
+                                                               else 1)),
                     "jitter_s": round(rng.uniform(0, 1.0), 2),
                     "gap_s": round(rng.uniform(0.1, 2.0), 2),
                     "outage_s": round(rng.uniform(*m["outage"]), 1),
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = runner.run(spec)
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(line, sort_keys=True) + "\n")
-                print(f"round {line['kind']} seed {line['seed']}: injected "
+                print(f"round {line['kind']} ({line['setup']}) seed {line['seed']}: injected "
                       f"{line['injected']} ({line.get('fault_at')}), {line['round_s']:.0f} s, "
                       f"{len(line['violations'])} violation(s)"
                       + "".join(f"\n  {v['invariant']}: {v['detail']}"

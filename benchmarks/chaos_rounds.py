@@ -199,7 +199,10 @@ class Runner:
             violations += fault.check([c for c, _, _ in runs], rec, summary)
         if setup == "cluster" and self.cluster.worker is None:
             self.cluster.restart_worker()  # a lost node, replaced for the next round
-        if not self.keep:
+        if self.keep:  # each command's whole output beside its sweep
+            for n, (c, role, _) in enumerate(runs):
+                (d / f"command{n}_{role}.log").write_text(c.out)
+        else:
             shutil.rmtree(d, ignore_errors=True)
         return {"quick": self.quick, "seed": seed, "round": spec["round"], "kind": kind,
                 "setup": setup, "spec": {k: v for k, v in spec.items() if k not in (
@@ -345,11 +348,20 @@ class Fault:
         """In a thread from the fault on: the server restarted (the proxy forwarding
         again) when the outage's time is up, while the command runs on."""
         time.sleep(max(0.0, self.down_at + self.spec["outage_s"] - time.time()))
-        if self.kind == "tracking_down":
-            self.runner.mlflow.start()
-        else:
-            self.runner.s3.proxy.up()
-        self.up_at = time.time()
+        try:
+            if self.kind == "tracking_down":
+                for attempt in range(3):  # a server that fails to start: once more
+                    try:
+                        self.runner.mlflow.start()
+                        break
+                    except RuntimeError:
+                        self.runner.mlflow.kill()
+                        if attempt == 2:
+                            raise
+            else:
+                self.runner.s3.proxy.up()
+        finally:
+            self.up_at = time.time()
 
     def restore(self) -> None:
         """Wait for the outage to end (the command may have ended before it)."""
