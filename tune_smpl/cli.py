@@ -8,6 +8,7 @@ before work is lost. Any other exception is a programming error: its traceback, 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from smpl_core.errors import ConfigError
@@ -32,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if code == 130:  # interrupted: a further Ctrl-C while Python exits (seconds, with
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ray's) must not make it -2
+        return code
     except ConfigError as e:
         print(f"tune-smpl: error: {e}", file=sys.stderr)
         return 2
