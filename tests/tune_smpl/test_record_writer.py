@@ -185,3 +185,55 @@ def test_the_record_goes_through_its_writer_while_a_sweep_runs(tmp_path):
     assert written["outcome"] == "completed" and written == {**t.to_dict(),
                                                              "outcome": "completed"}
     assert record.writer.close()
+
+
+def test_the_commands_storage_line_for_each_case():
+    from types import SimpleNamespace
+
+    from tune_smpl.sweep.summary import storage_line
+
+    settings = SimpleNamespace(name="s", storage_path="s3://b/runs?x=1")
+    resume = "tune-smpl tune --name s --storage-path 's3://b/runs?x=1' --resume"
+    err = "OSError: [Errno 28] No space left on device"
+
+    def line(**kw):
+        f = W.StorageFailure(**{"uri": URI, "error": err, "seconds": 120.4, **kw})
+        return storage_line(SimpleNamespace(storage_failure=f), settings)
+
+    assert line() == (f"tune-smpl: the record's storage {URI} failed for 120 s ({err}); the "
+                      f"sweep stopped as interrupted; run the same command with --resume "
+                      f"when it is back: {resume}")
+    assert "; the sweep stopped as interrupted; the record lacks the last 3 write(s) " \
+           "(--resume re-runs what it lacks); run the same" in line(unwritten=3)
+    assert line(seconds=0.0, trials=("0002", "0004")) == (
+        f"tune-smpl: the record's storage {URI} failed under trial 0002, 0004 ({err}); left "
+        f"unfinished, the sweep ended as interrupted; run the same command with --resume "
+        f"when it is back: {resume}")
+
+
+def test_the_interrupted_summary_says_what_the_record_lacks(capsys):
+    from types import SimpleNamespace
+
+    from tune_smpl.sweep.summary import print_interrupted
+
+    t = TrialRecord(key="0001", number=1, params={}, distributions={}, config={})
+    settings = SimpleNamespace(name="s", storage_path="runs")
+    for unwritten, said in ((0, "its record is saved."),
+                            (2, "its record lacks its last 2 write(s), left by the hurried "
+                                "close (--resume re-runs what it lacks).")):
+        print_interrupted(SimpleNamespace(left=[t], trials=[t], finalist_runs=[],
+                                          unwritten=unwritten, ray_log=None), settings)
+        out = capsys.readouterr().out
+        assert f"sweep s interrupted: 1 trial(s) unfinished (0001); {said} Resume with:" in out
+
+
+def test_a_bad_retry_bound_stops_the_command_before_ray_starts(tmp_path, monkeypatch, capsys):
+    from tune_smpl.cli import main
+
+    monkeypatch.setenv(W.RETRY_ENV, "never")
+    rc = main(["tune", "--name", "bad", "--storage-path", str(tmp_path / "runs"),
+               "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"tune-smpl: error: `{W.RETRY_ENV}` must be a number of "
+                               f"seconds > 0, but got {W.RETRY_ENV}='never'."]
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -180,15 +180,20 @@ class RecordWriter:
 
     def failure(self, trials: tuple[str, ...] = (), trial_error: str | None = None
                 ) -> StorageFailure | None:
-        """What the summary says when the record lacks what the sweep did (or did for a
-        while, long enough to stop it), or Ray gave up on `trials` because of the
-        storage; None when neither happened."""
+        """What the command says when the storage failed: it stayed away past the bound
+        (the sweep was stopped), it still fails now, or Ray gave up on `trials` because of
+        it; None when none of these happened (files left by a hurried end are `pending`)."""
         with self._cond:
-            left = len(self._pending)
-            if not (self.failed or left or trials):
+            if self.failed_for is not None:
+                seconds = self.failed_for
+            elif self.failing_since is not None:
+                seconds = max(self.clock() - self.failing_since, 1e-3)
+            elif trials:
+                seconds = 0.0
+            else:
                 return None
             error = self.error or trial_error or "unknown error"
-            return StorageFailure(self.uri, error, self.failed_for or 0.0, left, trials)
+            return StorageFailure(self.uri, error, seconds, len(self._pending), trials)
 
     # --- the writer thread ------------------------------------------------------------
     def _loop(self) -> None:

@@ -87,6 +87,7 @@ class SweepResult:
     # The record lacks (or lacked, long enough to stop the sweep) what the sweep did: its
     # storage failed (record_writer.py); the command says so and exits 75.
     storage_failure: StorageFailure | None = None
+    unwritten: int = 0  # record files whose last content the storage did not get (hurried)
 
     @property
     def pick(self) -> F.Pick:
@@ -189,18 +190,20 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     meta["wall_s"] += time.time() - t0
     meta["status"] = "interrupted" if stopped else "finished"
     record.save_meta(meta)
-    # The record's last writes, bounded; what the storage did not take (or a storage that
-    # stopped the sweep) is said instead of a summary the record would not back.
-    record.writer.close(lambda: STOP.hurried)
+    # The record's last writes, bounded (a second Ctrl-C cuts the wait for a storage that
+    # fails, never the writes themselves); a storage that failed is said instead of a
+    # summary the record would not back.
+    record.writer.close(lambda: STOP.hurried and record.failing)
     failure = record.writer.failure(tuple(ledger.storage_left), ledger.storage_error)
-    record.writer = None
+    unwritten, record.writer = record.writer.pending, None
     if failure is not None:
         meta["status"], stopped = "interrupted", True
     if not stopped and not record.storage.local:
         _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
                        meta["status"], meta["wall_s"], left, base.steps, runs,
-                       meta.get("finalists"), meta.get("warm_start"), str(ray_log), failure)
+                       meta.get("finalists"), meta.get("warm_start"), str(ray_log), failure,
+                       unwritten)
 
 
 def _stage(ledger: Ledger, work, finalist_stage: bool = False
@@ -212,8 +215,9 @@ def _stage(ledger: Ledger, work, finalist_stage: bool = False
     try:
         STOP.check()
         # The record has what came before (the plan, the restart points): a storage that
-        # fails holds the stage back here, at most until the writer gives up and stops it.
-        ledger.record.flush(lambda: STOP.hurried)
+        # fails holds the stage back here, until the writer gives up and stops it (or a
+        # stop is requested: the stage would not run anyway).
+        ledger.record.flush(lambda: STOP.requested and ledger.record.failing)
         STOP.check()
         work()
     except KeyboardInterrupt:  # raised by STOP.check at a safe point, never mid-write

@@ -51,8 +51,11 @@ def storage_line(result, settings) -> str:
 
 def print_interrupted(result, settings) -> None:
     left = result.left
+    saved = ("its record is saved" if not getattr(result, "unwritten", 0) else
+             f"its record lacks its last {result.unwritten} write(s), left by the hurried "
+             f"close (--resume re-runs what it lacks)")
     print(f"\nsweep {settings.name} interrupted: {len(left)} trial(s) unfinished "
-          f"({', '.join(t.key for t in left)}); its record is saved. Resume with:\n  "
+          f"({', '.join(t.key for t in left)}); {saved}. Resume with:\n  "
           f"{resume_command(settings)}", flush=True)
     _print_restarts(result)
 
