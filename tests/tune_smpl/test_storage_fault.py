@@ -9,6 +9,8 @@ from a seeded write on:
   command prints the storage's one line and exits 75; the storage comes back either during
   the command's last tries (the record then says interrupted) or only after the command
   (the record stays as its last write left it); `--resume` finishes with every trial once.
+And a real full disk (a small tmpfs, where the machine lets root mount one) under the whole
+sweep folder, the study's SQLite file included: the sweep stops at once, exit 75.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import errno
 import json
 import random
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.tune_smpl import views
+from tests.tune_smpl.conftest import cli_env, end_group, wait_for
 from tune_smpl.cli import main
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.storage import SweepStorage
@@ -149,6 +155,66 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
     after = views.check_finished(sweep, uri, trials=3, summary=out)
     views.history_kept(before, after)
     assert all(t["outcome"] for t in after.values())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 60 MB tmpfs of its own (root, with the right to mount; else the test skips)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=60m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_local_disk_that_fills_stops_the_sweep_and_resume_finishes(small_disk, tmp_path):
+    """A real full disk under the whole sweep folder: the record's writes, Ray's checkpoint
+    uploads and the study's SQLite file (which lives there) all fail with ENOSPC. The
+    study cannot go on, so the sweep stops at once as interrupted (exit 75, the line names
+    the study); the disk is freed during the last tries, so the record says interrupted;
+    `--resume` rebuilds the study from the record and finishes."""
+    runs, uri = small_disk / "runs", f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = runs / "full"
+    env = {**cli_env("disk"), "TUNE_SMPL_STORAGE_RETRY_S": "8"}
+    sets = sum((["--set", s] for s in ("steps=120", "eval_every=10", "batch_size=16", "mu=2",
+                                       "val_size=100")), [])
+    cmd = [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", str(runs),
+           "--tracking-uri", uri, "--num-cpus", "2", "--name", "full", "--num-samples", "3",
+           "--max-concurrent", "2", "--sampler", "random", "--grace-period", "20", *sets]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for(proc, lambda: views.report_count(sweep) >= 4)
+        filler = small_disk / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"],
+                       capture_output=True)  # stops at "No space left on device"
+        time.sleep(4.0)
+        filler.unlink()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        end_group(proc, "disk")
+    assert proc.returncode == 75, out + err
+    said = [ln for ln in err.splitlines() if ln.startswith("tune-smpl: the record's storage")]
+    assert said == [f"tune-smpl: the record's storage {sweep} failed (its study "
+                    f"{sweep}/optuna.db: OperationalError: database or disk is full); the "
+                    f"sweep stopped as interrupted; run the same command with --resume when "
+                    f"it is back: tune-smpl tune --name full --storage-path {runs} --resume"], err
+    assert "Traceback" not in out + err
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "interrupted"
+    before = views.record(sweep)
+    assert all(t["outcome"] or t["interrupted"] for t in before.values()), before
+
+    done = subprocess.run(cmd[:cmd.index("--name") + 2] + ["--resume"], cwd=tmp_path,
+                          env=cli_env("disk2"), capture_output=True, text=True, timeout=400)
+    shutil.rmtree(cli_env("disk2")["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = views.check_finished(sweep, uri, trials=3, summary=done.stdout)
+    views.history_kept(before, after)
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -15,18 +15,22 @@ from __future__ import annotations
 import time
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from trainables import RESTORE_FIELD
 from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
-from tune_smpl.sweep.record_writer import storage_error
+from tune_smpl.sweep.record_writer import describe, storage_error
 from tune_smpl.sweep.restarts import RestartNotices, error_line, last_failure
-from tune_smpl.sweep.study import PRIOR, distributions_json, proposer
+from tune_smpl.sweep.stop import STOP
+from tune_smpl.sweep.study import PRIOR, distributions_json, proposer, study_file
 from tune_smpl.sweep.tracking import Tracking, report_metrics
 
 KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
 STORAGE_RESUMES = 3  # resumes after which a storage error ends a trial as errored after all
+# What the study's database raises when its disk is full or read-only.
+STUDY_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.OperationalError)
 
 
 class Ledger:
@@ -58,6 +62,7 @@ class Ledger:
         # Trials Ray gave up on because of the storage, left unfinished (see `ended`).
         self.storage_left: list[str] = []
         self.storage_error: str | None = None
+        self.study_error: str | None = None  # the study's database failed (_study_failed)
 
     def __getstate__(self):  # Ray pickles the searcher and callbacks into its own files
         return {"sweep": self.record.name}
@@ -69,10 +74,19 @@ class Ledger:
     def budget_spent(self) -> bool:
         return self.deadline is not None and time.time() >= self.deadline
 
-    def new_trial(self, ray_id: str) -> dict:
+    def new_trial(self, ray_id: str) -> dict | None:
         """Ask the study for the next trial (an unfinished one of a resumed sweep first, as
         enqueued, then the prior's best, as enqueued) and record it before Ray runs it;
-        return its Tune config."""
+        return its Tune config (None once the study's database has failed)."""
+        if self.study_error is not None:
+            return None
+        try:
+            return self._new_trial(ray_id)
+        except STUDY_ERRORS as e:
+            self._study_failed(e)
+            return None
+
+    def _new_trial(self, ray_id: str) -> dict:
         who = proposer(self.study, self.sampler, self.n_startup)
         trial = self.study.ask()
         if trial.user_attrs.get("proposed_by") == PRIOR:
@@ -151,7 +165,7 @@ class Ledger:
         self.notices.reported(t.key, node)
         trial = self.live.get(t.key)
         if trial is not None:
-            _intermediate(trial, row)
+            self._in_study(_intermediate, trial, row)
         # Stamped with the report's time: a write the tracking server took but never
         # answered, sent again, is one point.
         self.tracking.trial_reported(t.key, report_metrics(row), int(row.get("step", 0)),
@@ -222,7 +236,7 @@ class Ledger:
         self.record.save_trial(t)
         trial = self.live.pop(t.key, None)
         if trial is not None:  # RUNNING in the study, marked until --resume clears it
-            trial.set_user_attr("interrupted", True)
+            self._in_study(trial.set_user_attr, "interrupted", True)
         self.tracking.trial_ended(t.key, O.INTERRUPTED)
 
     # --- the one place a trial ends --------------------------------------------------
@@ -231,13 +245,37 @@ class Ledger:
         self.record.save_trial(t)  # the record first: every view follows from it
         trial = self.live.pop(t.key, None)
         if trial is not None:
-            state = TrialState[O.OPTUNA_STATE[outcome]]
-            trial.set_user_attr("outcome", outcome)
-            if error:
-                trial.set_user_attr("error", error[-1000:])
-            value = O.score(t.reports)[0] if state == TrialState.COMPLETE else None
-            self.study.tell(trial, value, state=state)
+            self._in_study(self._tell, trial, t, outcome, error)
         self.tracking.trial_ended(t.key, outcome, error)
+
+    def _tell(self, trial: optuna.Trial, t: TrialRecord, outcome: str, error: str | None):
+        state = TrialState[O.OPTUNA_STATE[outcome]]
+        trial.set_user_attr("outcome", outcome)
+        if error:
+            trial.set_user_attr("error", error[-1000:])
+        value = O.score(t.reports)[0] if state == TrialState.COMPLETE else None
+        self.study.tell(trial, value, state=state)
+
+    # --- the study's database -----------------------------------------------------------
+    def _in_study(self, write, *args) -> None:
+        """A write of the study, unless its database has failed; a failure stops the sweep."""
+        if self.study_error is not None:
+            return
+        try:
+            write(*args)
+        except STUDY_ERRORS as e:
+            self._study_failed(e)
+
+    def _study_failed(self, e: Exception) -> None:
+        """The study's SQLite file did not take a write: its disk is full or read-only (on
+        a local storage it lives in the sweep folder). The study is a view of the record,
+        rebuilt from it by `--resume`, but this one cannot go on (its cache and its file
+        may now differ): the sweep stops as interrupted, as for a storage that failed."""
+        while e.__cause__ is not None:  # Optuna's wrapper of the database's own error
+            e = e.__cause__
+        self.study_error = (f"its study {study_file(self.record.storage, self.record.name)}"
+                            f": {describe(e)}")
+        STOP.request(f"storage {self.record.uri}: {self.study_error}")
 
     def _of(self, ray_id: str) -> TrialRecord | None:
         key = self.by_ray.get(ray_id)

@@ -196,6 +196,8 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     record.writer.close(lambda: STOP.hurried and record.failing)
     failure = record.writer.failure(tuple(ledger.storage_left), ledger.storage_error)
     unwritten, record.writer = record.writer.pending, None
+    if failure is None and ledger.study_error is not None:  # its disk: full or read-only
+        failure = StorageFailure(record.uri, ledger.study_error, 0.0, unwritten)
     if failure is not None:
         meta["status"], stopped = "interrupted", True
     if not stopped and not record.storage.local:

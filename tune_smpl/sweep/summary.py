@@ -40,9 +40,11 @@ def storage_line(result, settings) -> str:
     f = result.storage_failure
     if f.seconds:
         what = f"failed for {f.seconds:.0f} s ({f.error}); the sweep stopped as interrupted"
-    else:
+    elif f.trials:
         what = (f"failed under trial {', '.join(f.trials)} ({f.error}); left unfinished, "
                 f"the sweep ended as interrupted")
+    else:  # the study's database (in the sweep folder on a local storage) failed
+        what = f"failed ({f.error}); the sweep stopped as interrupted"
     lacks = (f"; the record lacks the last {f.unwritten} write(s) (--resume re-runs what it "
              f"lacks)" if f.unwritten else "")
     return (f"tune-smpl: the record's storage {f.uri} {what}{lacks}; run the same command "
