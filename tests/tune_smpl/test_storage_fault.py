@@ -38,10 +38,11 @@ SETS = ["steps=60", "eval_every=10", "batch_size=16", "mu=2", "val_size=100", "d
 
 
 class Fault:
-    """Record writes below `sweep` fail with ENOSPC from the `start`-th on, until `off()`;
-    `window` is (first failure, end) in time.time()."""
+    """Record writes below `sweep` fail with ENOSPC from the `start`-th on (or from the
+    first for which `start(target, text)` holds), until `off()`; `window` is (first
+    failure, end) in time.time()."""
 
-    def __init__(self, sweep: Path, start: int):
+    def __init__(self, sweep: Path, start):
         self.sweep, self.start = str(sweep), start
         self.count, self.failures = 0, 0
         self.on = self.ended = False
@@ -53,7 +54,9 @@ class Fault:
             target = storage.path(*parts)
             if target.startswith(fault.sweep) and target.endswith(".json"):
                 fault.count += 1
-                if fault.count >= fault.start and not fault.ended:
+                due = (fault.start(target, text) if callable(fault.start)
+                       else fault.count >= fault.start)
+                if due and not fault.ended:
                     fault.on = True
                 if fault.on:
                     fault.failures += 1
@@ -115,11 +118,16 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
                                                                monkeypatch, capsys, back):
     sweep, uri = tmp_path / "runs" / "down", f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("TUNE_SMPL_STORAGE_RETRY_S", "3")
-    fault = Fault(sweep, start=random.Random(75).randint(8, 14))
+    # From a write early in the first trials (the sweep's first few: its meta, the first
+    # trials' starts and reports), so that the bound passes while they train: no trial is
+    # stopped early (grace period past the last report) and there are three.
+    fault = Fault(sweep, start=random.Random(75).randint(4, 9))
     monkeypatch.setattr(SweepStorage, "write_text", fault.write_text)
+    STOP.reset()  # an earlier test's requests are not this one's
     if back == "during the last tries":  # once the writer has asked the sweep to stop
         _off_after(fault, lambda: any(r.startswith("storage ") for r in STOP.reasons), 1.0)
-    args = _tune(tmp_path, "down", "--num-samples", "3", "--max-concurrent", "2")
+    args = _tune(tmp_path, "down", "--num-samples", "3", "--max-concurrent", "2",
+                 "--grace-period", "60")
     t0 = time.monotonic()
     rc = main(args)
     took = time.monotonic() - t0
@@ -155,6 +163,32 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
     after = views.check_finished(sweep, uri, trials=3, summary=out)
     views.history_kept(before, after)
     assert all(t["outcome"] for t in after.values())
+
+
+def test_a_bound_that_passes_after_the_last_trial_leaves_a_finished_sweep(
+        ray_local, tmp_path, monkeypatch, capsys):
+    """The storage fails from the record's `finished` write on (every trial is done), past
+    the bound (the stop it asks for has nothing left to stop), and takes writes again
+    during the last tries: the record is complete and says finished, and so does the
+    command (exit 0, its summary, no storage line), not exit 75 over a finished record."""
+    sweep, uri = tmp_path / "runs" / "late", f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("TUNE_SMPL_STORAGE_RETRY_S", "2")
+    fault = Fault(sweep, start=lambda target, text: target.endswith("sweep.json")
+                  and '"status": "finished"' in text)
+    monkeypatch.setattr(SweepStorage, "write_text", fault.write_text)
+    STOP.reset()  # an earlier test's requests are not this one's
+    _off_after(fault, lambda: any(r.startswith("storage ") for r in STOP.reasons), 0.5)
+    rc = main(_tune(tmp_path, "late", "--num-samples", "2", "--max-concurrent", "2"))
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert fault.failures >= 2 and fault.ended, fault.failures
+    assert any(r.startswith("storage ") for r in STOP.reasons), STOP.reasons
+    assert rc == 0, out + err
+    assert "the record's storage" not in err, err
+    assert out.count("does not take writes since") == 1, out
+    assert out.count("takes writes again") == 1 and "the record has caught up" in out, out
+    views.check_finished(sweep, uri, trials=2, summary=out)
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "finished"
 
 
 @pytest.fixture

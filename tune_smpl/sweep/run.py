@@ -198,6 +198,12 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     unwritten, record.writer = record.writer.pending, None
     if failure is None and ledger.study_error is not None:  # its disk: full or read-only
         failure = StorageFailure(record.uri, ledger.study_error, 0.0, unwritten)
+    if (failure is not None and ledger.study_error is None
+            and not (stopped or failure.unwritten or failure.trials)):
+        # The bound passed only after the stages had ended (the stop it asked for came too
+        # late to stop anything) and the last tries wrote every file: the record says
+        # finished, complete, and the command says so too (the writer said it caught up).
+        failure = None
     if failure is not None:
         meta["status"], stopped = "interrupted", True
     if not stopped and not record.storage.local:
