@@ -172,7 +172,6 @@ def run_sweep(args, storage: Path, arm: str, val_size: int, seed: int) -> dict:
 
 def sweep_row(storage: Path, name: str) -> dict:
     """What a sweep's record says: per trial in ask order and in end order."""
-    from tune_smpl.sweep import outcome as O
     from tune_smpl.sweep.record import open_sweep
 
     trials = open_sweep(str(storage), name).trials()
@@ -180,16 +179,18 @@ def sweep_row(storage: Path, name: str) -> dict:
     by_end = sorted(trials, key=lambda t: t.ended_at or 0.0)
     return {"outcomes": [t.outcome for t in by_number],
             "proposed_by": [t.proposed_by for t in by_number],
-            "val_by_trial": [_score(t, O) for t in by_number],
+            "val_by_trial": [_score(t) for t in by_number],
             "seconds_by_end": [round(t.seconds, 3) for t in by_end],
             # steps trained: the compute of a trial that no machine load changes
             "steps_by_end": [int(t.last.get("step", 0) or 0) for t in by_end],
-            "val_by_end": [_score(t, O) for t in by_end]}
+            "val_by_end": [_score(t) for t in by_end]}
 
 
-def _score(t, outcome) -> float | None:
-    if t.outcome in outcome.SCORED and t.reports:
-        return outcome.score(t.reports)[0]
+def _score(t) -> float | None:
+    from tune_smpl.sweep.outcome import SCORED, score
+
+    if t.outcome in SCORED and t.reports:
+        return score(t.reports)[0]
     return None
 
 

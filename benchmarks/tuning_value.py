@@ -207,9 +207,9 @@ def sweep(study: Study, storage: Path, name: str, split: int, trials: int,
           finalists: int) -> dict:
     """One sweep and the retraining of its picks; the unit's row (arm -> key, promise)."""
     from smpl_core.config import SMPLConfig
-    from tune_smpl.sweep import finalists as F
     from tune_smpl.sweep import outcome as O
     from tune_smpl.sweep.record import open_sweep
+    from tune_smpl.sweep.result import SweepResult
 
     args = study.args
     shutil.rmtree(storage / name, ignore_errors=True)  # a half-run sweep of a stopped study
@@ -228,7 +228,7 @@ def sweep(study: Study, storage: Path, name: str, split: int, trials: int,
     code, out = cli(["export", name, "--storage-path", str(storage), "-o", str(exported)])
     if code != 0:
         raise RuntimeError(f"export of {name} exited {code}:\n{out[-2000:]}")
-    pick = F.pick(search, runs, meta.get("finalists"), int(meta["base"]["steps"]))
+    pick = SweepResult.of_record(record, search, runs, meta).pick
     export_arm = "c" if finalists else "d"
     row["arms"][export_arm] = {"trial": pick.trial.key, "promised": pick.value,
                                "key": study.retrain(exported)}

@@ -31,8 +31,8 @@ import pandas as pd
 from smpl_core.errors import ConfigError
 from tune_smpl import tables
 from tune_smpl.options import TuneOptions
-from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.finalists import Pick
+from tune_smpl.sweep.finalists import Measure, Pick
+from tune_smpl.sweep.outcome import METRIC, MODE
 from tune_smpl.sweep.record import SweepRecord, skipped
 from tune_smpl.sweep.record import open_sweep as open_record
 
@@ -75,7 +75,7 @@ class Best:
 
     key: str  # the search trial whose config is exported
     value: float  # its measure: a finalist's mean over its seeds, or its best report
-    measure: str  # what `value` is (finalists.MEASURE or finalists.SEARCH_MEASURE)
+    measure: Measure  # what `value` is (Measure.FINAL or Measure.SEARCH)
     note: str  # how far to trust it, in one line
     outcome: str
     params: dict[str, Any]
@@ -155,7 +155,7 @@ class Sweep:
 
     # --- what the commands do with it ---------------------------------------------------
     def export(self, path: str | Path | None = None, format: str = "yaml", *, top: int = 1,
-               metric: str = O.METRIC, mode: str = O.MODE) -> str | Path | list[Path]:
+               metric: str = METRIC, mode: str = MODE) -> str | Path | list[Path]:
         """`tune-smpl export`: the best config as a file `train --config` runs (`yaml`,
         `json`), or the tables (`parquet`: `path` and `<stem>-reports.parquet`). Returns
         the path written (a list for `top` > 1 or parquet), or the text when `path` is

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import final_value
+from tune_smpl.sweep.outcome import METRIC, score
 from tune_smpl.sweep.record import FINALIST, DamagedRecord, SweepRecord, TrialRecord
-from tune_smpl.sweep.run import SweepResult
+from tune_smpl.sweep.result import SweepResult
 
 # The trials table's columns before the params, in order.
 TRIAL_COLUMNS = ("key", "number", "role", "finalist_of", "seed", "proposed_by", "outcome",
@@ -35,7 +35,7 @@ TRIAL_COLUMNS = ("key", "number", "role", "finalist_of", "seed", "proposed_by", 
                  "error", "created_at", "ended_at")
 REPORT_COLUMNS = ("trial", "role", "step")
 PARAM_PREFIX = "params_"
-FIRST_METRICS = (O.METRIC, "val_loss")  # then the others, by name
+FIRST_METRICS = (METRIC, "val_loss")  # then the others, by name
 
 
 @dataclass
@@ -54,23 +54,20 @@ def read(record: SweepRecord) -> Snapshot:
     meta = record.meta()
     trials, damaged = record.scan()
     runs, damaged_runs = record.scan(FINALIST)
-    left = [t for t in trials + runs if not t.finished]
-    result = SweepResult(record, trials, meta["status"], float(meta["wall_s"]), left,
-                         int(meta["base"]["steps"]), runs, meta.get("finalists"),
-                         meta.get("warm_start"))
-    return Snapshot(result, meta, damaged + damaged_runs)
+    return Snapshot(SweepResult.of_record(record, trials, runs, meta), meta,
+                    damaged + damaged_runs)
 
 
 def _value(report: dict) -> float:
-    v = report.get(O.METRIC)
+    v = report.get(METRIC)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return float(v) if ok else math.nan
 
 
 def _row(t: TrialRecord, steps: int, chosen: set[str], best_key: str | None) -> dict:
-    value, at = O.score(t.reports)
+    value, at = score(t.reports)
     finalist = t.role == FINALIST
-    measure = F.final_value(t, steps) if finalist else None
+    measure = final_value(t, steps) if finalist else None
     row = {"key": t.key, "number": t.number, "role": t.role, "finalist_of": t.finalist_of,
            "seed": t.config.get("seed"), "proposed_by": t.proposed_by, "outcome": t.outcome,
            "interrupted": t.interrupted, "best_value": value, "best_step": at.get("step"),
@@ -86,7 +83,7 @@ def _row(t: TrialRecord, steps: int, chosen: set[str], best_key: str | None) -> 
 
 def trials_frame(result: SweepResult) -> pd.DataFrame:
     """One row per trial (search trials, then finalist runs); see the module docstring."""
-    chosen = set((result.stage or {}).get("of", []))
+    chosen = set(result.stage.of if result.stage else [])
     best = result.pick.trial
     rows = [_row(t, result.steps, chosen, best.key if best else None)
             for t in [*result.trials, *result.finalist_runs]]

@@ -19,7 +19,8 @@ import pytest
 from tests.tune_smpl import views
 from tests.tune_smpl.conftest import small_sets
 from tune_smpl.cli import main
-from tune_smpl.sweep import finalists as F
+from tune_smpl.sweep import finalists
+from tune_smpl.sweep.finalists import FinalistStage, Measure, StageStatus
 from tune_smpl.sweep.record import FINALIST, TrialRecord
 
 
@@ -37,41 +38,49 @@ def test_plan_takes_the_k_best_and_seeds_the_search_never_used():
     trials = [_trial("0000", "completed", [0.5, 0.6]), _trial("0001", "early_stopped", [0.9]),
               _trial("0002", "diverged", [0.99]), _trial("0003", "completed", [0.7, 0.8]),
               _trial("0004", "completed", [0.2, 0.3], seed=1000)]
-    stage = F.plan(trials, 2, 3, base_seed=0)
-    assert stage["of"] == ["0001", "0003"]  # best report 0.9, 0.8; a diverged trial never
-    assert stage["seed_values"] == [1001, 1002, 1003]  # 1000 was used by trial 0004
-    assert F.planned_runs(stage) == [("0001", 1001), ("0003", 1001), ("0001", 1002),
+    stage = finalists.plan(trials, 2, 3, base_seed=0)
+    assert stage.of == ["0001", "0003"]  # best report 0.9, 0.8; a diverged trial never
+    assert stage.seed_values == [1001, 1002, 1003]  # 1000 was used by trial 0004
+    assert stage.status == StageStatus.PLANNED
+    # sweep.json's object, key for key as before the dataclass, and back
+    assert stage.to_dict() == {"k": 2, "seeds": 3, "of": ["0001", "0003"],
+                               "seed_values": [1001, 1002, 1003], "status": "planned"}
+    assert json.dumps(stage.to_dict()) == (
+        '{"k": 2, "seeds": 3, "of": ["0001", "0003"], "seed_values": [1001, 1002, 1003], '
+        '"status": "planned"}')
+    assert FinalistStage.from_dict(json.loads(json.dumps(stage.to_dict()))) == stage
+    assert stage.runs() == [("0001", 1001), ("0003", 1001), ("0001", 1002),
                                      ("0003", 1002), ("0001", 1003), ("0003", 1003)]
 
 
 def test_the_measure_is_the_final_evaluation_of_a_completed_run():
-    assert F.final_value(_trial("0000_s1", "completed", [0.5, 0.7], of="0000"), 40) == 0.7
+    assert finalists.final_value(_trial("0000_s1", "completed", [0.5, 0.7], of="0000"), 40) == 0.7
     # its best report is earlier, but the measure is the one at `steps`
-    assert F.final_value(_trial("0000_s1", "completed", [0.9, 0.7], of="0000"), 40) == 0.7
-    assert F.final_value(_trial("0000_s1", "cut_by_budget", [0.5], of="0000"), 40) is None
-    assert F.final_value(_trial("0000_s1", "diverged", [0.5, 0.1], of="0000"), 40) is None
-    assert F.final_value(_trial("0000_s1", "completed", [0.5, 0.7], of="0000"), 80) is None
+    assert finalists.final_value(_trial("0000_s1", "completed", [0.9, 0.7], of="0000"), 40) == 0.7
+    assert finalists.final_value(_trial("0000_s1", "cut_by_budget", [0.5], of="0000"), 40) is None
+    assert finalists.final_value(_trial("0000_s1", "diverged", [0.5, 0.1], of="0000"), 40) is None
+    assert finalists.final_value(_trial("0000_s1", "completed", [0.5, 0.7], of="0000"), 80) is None
 
 
 def test_mean_ci_is_the_student_t_interval():
     xs = [0.91, 0.88, 0.95, 0.90]
-    mean, sd, lo, hi = F.mean_ci(xs)
+    mean, sd, lo, hi = finalists.mean_ci(xs)
     # independent: numpy's sd and the two-sided 97.5% t quantile for 3 df (3.182446)
     assert math.isclose(mean, np.mean(xs)) and math.isclose(sd, np.std(xs, ddof=1))
     half = 3.182446305284263 * np.std(xs, ddof=1) / 2
     assert math.isclose(lo, mean - half, rel_tol=1e-9)
     assert math.isclose(hi, mean + half, rel_tol=1e-9)
-    assert F.mean_ci([0.5]) == (0.5, 0.0, 0.5, 0.5)
+    assert finalists.mean_ci([0.5]) == (0.5, 0.0, 0.5, 0.5)
 
 
 def test_pick_prefers_the_best_finalist_mean_and_pairs_the_margin_by_seed():
     trials = [_trial("0000", "completed", [0.6, 0.95]), _trial("0001", "completed", [0.9])]
-    stage = F.plan(trials, 2, 3, base_seed=0)
+    stage = finalists.plan(trials, 2, 3, base_seed=0)
     runs = [_trial(f"{of}_s{s}", "completed", [v], seed=s, of=of) for of, s, v in [
         ("0000", 1000, 0.80), ("0000", 1001, 0.82), ("0000", 1002, 0.78),
         ("0001", 1000, 0.86), ("0001", 1001, 0.90), ("0001", 1002, 0.83)]]
-    pick = F.pick(trials, runs, stage, 40)
-    assert pick.trial.key == "0001" and pick.measure == F.MEASURE  # not the search's 0000
+    pick = finalists.pick(trials, runs, stage, 40)
+    assert pick.trial.key == "0001" and pick.measure == Measure.FINAL  # not the search's 0000
     assert math.isclose(pick.value, statistics.fmean([0.86, 0.90, 0.83]))
     assert pick.model_run.key == "0001_s1000"  # the first seed's run, not the luckiest
     sep = pick.verdict["separation"]
@@ -82,17 +91,17 @@ def test_pick_prefers_the_best_finalist_mean_and_pairs_the_margin_by_seed():
     assert math.isclose(w["optimism"], 0.9 - pick.value) and w["runs"] == 3
     # a run cut by the budget is left out of its finalist's mean
     runs[4].outcome = "cut_by_budget"
-    assert F.pick(trials, runs, stage, 40).ranked[0].n == 2
+    assert finalists.pick(trials, runs, stage, 40).ranked[0].n == 2
 
 
 def test_without_finalists_or_a_measure_the_best_is_the_search_one_noisy_estimate():
     trials = [_trial("0000", "completed", [0.6, 0.95]), _trial("0001", "completed", [0.9])]
-    pick = F.pick(trials, [], None, 40)
-    assert pick.trial.key == "0000" and pick.value == 0.95 and pick.measure == F.SEARCH_MEASURE
+    pick = finalists.pick(trials, [], None, 40)
+    assert pick.trial.key == "0000" and pick.value == 0.95 and pick.measure == Measure.SEARCH
     assert "one noisy estimate" in pick.note and "--finalists" in pick.note
-    stage = F.plan(trials, 1, 1, 0)
+    stage = finalists.plan(trials, 1, 1, 0)
     cut = [_trial("0000_s1000", "cut_by_budget", [], seed=1000, of="0000")]
-    pick = F.pick(trials, cut, stage, 40)
+    pick = finalists.pick(trials, cut, stage, 40)
     assert pick.trial.key == "0000" and "gave no final measurement" in pick.note
 
 
@@ -157,7 +166,7 @@ def test_four_trials_and_four_finalist_runs_agree_everywhere(sweep, capsys):
     parent, children = views.mlflow_runs(sweep["uri"], "fin")
     assert sum(c.data.tags.get("role") == "finalist" for c in children.values()) == 4
     w = json.loads(_export(sweep, capsys, "--format", "json"))["_export"]
-    assert w["trial_id"] == key and w["measure"] == F.MEASURE
+    assert w["trial_id"] == key and w["measure"] == Measure.FINAL
     assert math.isclose(w["finalist"]["mean"], mean)
     for stat in ("mean", "sd", "ci_low", "ci_high", "promised", "optimism"):
         assert math.isclose(parent.data.metrics[f"finalist_{stat}"], w["finalist"][stat],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from tune_smpl.sweep import outcome as O
+from mlflow_tracking.values import TRIAL_STATUSES
+from tune_smpl.sweep.finalists import Measure, StageStatus
+from tune_smpl.sweep.outcome import OPTUNA_STATE, OUTCOMES, SCORED, Outcome, best, decide, rank
 from tune_smpl.sweep.record import TrialRecord
 from tune_smpl.sweep.storage import SweepStorage
 
@@ -24,7 +27,35 @@ from tune_smpl.sweep.storage import SweepStorage
     (None, {}, "early_stopped"),
 ])
 def test_decide(last, kw, expected):
-    assert O.decide(last, steps=600, **kw) == expected
+    got = decide(last, steps=600, **kw)
+    assert got == expected and got is Outcome(expected)
+
+
+def test_the_enums_are_the_strings_the_record_and_mlflow_have_always_held():
+    """The values written to trial.json, sweep.json and MLflow tags, spelled out: a record
+    written before the enums reads back the same, and what the enums write is these."""
+    assert [o.value for o in Outcome] == ["completed", "early_stopped", "cut_by_budget",
+                                         "diverged", "errored", "out_of_memory", "interrupted"]
+    assert [s.value for s in StageStatus] == ["planned", "interrupted", "cut_by_budget", "done"]
+    assert [m.value for m in Measure] == ["final val_accuracy at steps",
+                                         "best val_accuracy report of a search trial"]
+    for member in [*Outcome, *StageStatus, *Measure]:
+        assert json.dumps(member) == json.dumps(member.value)
+        assert json.dumps({member: 1}) == json.dumps({member.value: 1})
+        assert str(member) == f"{member}" == member.value
+    assert set(OUTCOMES) == set(Outcome) - {Outcome.INTERRUPTED}
+    assert set(SCORED) < set(OUTCOMES) and set(OPTUNA_STATE) == set(OUTCOMES)
+
+
+def test_the_mlflow_status_map_covers_every_outcome():
+    """mlflow_tracking spells the outcomes itself (it imports nothing of tune_smpl): its
+    map has exactly the outcomes, a scored one FINISHED, a failed one FAILED, an
+    interrupted one KILLED."""
+    assert set(TRIAL_STATUSES) == {o.value for o in Outcome}
+    for o in Outcome:
+        want = ("KILLED" if o is Outcome.INTERRUPTED else
+                "FINISHED" if o in SCORED else "FAILED")
+        assert TRIAL_STATUSES[o] == want, o
 
 
 def _t(key: str, outcome: str, values: list[float]) -> TrialRecord:
@@ -38,11 +69,11 @@ def test_best_is_the_maximum_over_scored_trials_only():
               _t("2", "diverged", [0.99]), _t("3", "out_of_memory", [0.95]),
               _t("4", "errored", [0.97]), _t("5", "cut_by_budget", [0.6, math.nan]),
               _t("6", None, [1.0])]  # unfinished: not scored yet
-    assert O.best(trials).key == "1"
-    assert [t.key for t in O.rank(trials)] == ["1", "0", "5"]
-    assert O.best([_t("0", "diverged", [0.9])]) is None
-    assert O.best([_t("0", "completed", [0.8]), _t("1", "completed", [0.8])]).key == "0"
-    assert [t.key for t in O.rank(trials, "val_accuracy", "min")][0] == "0"  # 0.5
+    assert best(trials).key == "1"
+    assert [t.key for t in rank(trials)] == ["1", "0", "5"]
+    assert best([_t("0", "diverged", [0.9])]) is None
+    assert best([_t("0", "completed", [0.8]), _t("1", "completed", [0.8])]).key == "0"
+    assert [t.key for t in rank(trials, "val_accuracy", "min")][0] == "0"  # 0.5
 
 
 def test_a_uri_keeps_its_query_string_on_every_join(tmp_path):

@@ -31,14 +31,14 @@ def _trial(number, vals, outcome="completed"):
 
 def test_the_rules_rank_by_final_and_by_smoothed_reports():
     b = _bench()
-    from tune_smpl.sweep import outcome as O
+    from tune_smpl.sweep.outcome import best
 
     trials = [_trial(0, [0.5, 0.99, 0.75]),  # the highest report; final 0.75, last two 0.87
               _trial(1, [0.5, 0.875, 0.875]),  # the best last two: 0.875
               _trial(2, [0.625, 0.9375], "early_stopped"),  # the best final (its last)
               _trial(3, [1.0], "diverged"),  # never a candidate
               _trial(4, [0.5, 0.875, 0.875])]  # ties trial 1 on both: the earlier wins
-    assert O.best(trials).key == "0000"
+    assert best(trials).key == "0000"
     for order in (trials, list(reversed(trials))):
         assert [(t.key, v) for t, v in (b.pick_by(order, b.final_value),
                                         b.pick_by(order, b.smooth_value))] == [

@@ -41,7 +41,7 @@ from tests.tune_smpl.conftest import (
 from tests.tune_smpl.test_remote_storage import CREDS, s3  # noqa: F401 - the bucket fixture
 from tune_smpl.cli import main
 from tune_smpl.commands.tune import _sampler_line
-from tune_smpl.sweep import prior as P
+from tune_smpl.sweep import prior as prior_of
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord, open_sweep
 from tune_smpl.sweep.run import new_record
@@ -138,11 +138,11 @@ def _one_line(err: str) -> str:
 # --- what the prior gives ---------------------------------------------------------------
 def test_prior_adds_scored_trials_in_range_and_counts_the_drops(local):
     root, record, _, space = local
-    prior = P.load(["prior", "prior"], str(root), space)  # a name given twice counts once
+    prior = prior_of.load(["prior", "prior"], str(root), space)  # a name given twice counts once
     assert len(prior.trials) == ADDED and prior.scored == SCORED and prior.outside == OUTSIDE
     assert prior.dropped == ["clamp_max"]
-    assert all(set(t["params"]) == set(space) for t in prior.trials)
-    states = {t["key"]: t["state"] for t in prior.trials}
+    assert all(set(t.params) == set(space) for t in prior.trials)
+    states = {t.key: t.state for t in prior.trials}
     assert states["0003"] == "PRUNED" and states["0002"] == "COMPLETE"
     assert "0005" not in states  # diverged: not scored
     pruned = next(t for t in prior.frozen() if t.user_attrs["prior_key"] == "0003")
@@ -169,7 +169,7 @@ def test_a_knob_of_another_type_refuses_the_prior_with_one_line(local, tmp_path,
         "space's is int).")
     other.write_text("lr: {type: categorical, choices: [0.01, 0.1]}\n")
     with pytest.raises(ConfigError, match="whose `lr` is float .the new space's is categ"):
-        P.load(["prior"], str(root), load_space(str(other), BASE.to_dict()))
+        prior_of.load(["prior"], str(root), load_space(str(other), BASE.to_dict()))
 
 
 def test_a_prior_of_another_metric_is_refused_with_one_line(tmp_path, capsys):
@@ -203,7 +203,7 @@ def test_bad_warm_start_input_exits_2_with_one_line(local, capsys, flags, says):
 
 
 # --- the study with the prior ------------------------------------------------------------
-def _first_proposal(prior: P.Prior | None, space: dict, seed: int) -> tuple[dict, bool]:
+def _first_proposal(prior: prior_of.Prior | None, space: dict, seed: int) -> tuple[dict, bool]:
     """(the params of the first trial TPE proposes, whether its model proposed them)."""
     sampler = make_sampler("tpe", seed, 3)
     modelled = spy_model(sampler)
@@ -216,7 +216,7 @@ def _first_proposal(prior: P.Prior | None, space: dict, seed: int) -> tuple[dict
 
 def test_the_sampler_reads_the_prior_from_its_first_proposal(local):
     root, _, _, space = local
-    prior = P.load(["prior"], str(root), space)  # nothing enqueued: the model's own ask
+    prior = prior_of.load(["prior"], str(root), space)  # nothing enqueued: the model's own ask
     for seed in (0, 1):
         cold, cold_model = _first_proposal(None, space, seed)
         warm, warm_model = _first_proposal(prior, space, seed)
@@ -232,8 +232,8 @@ def _ledger(record: SweepRecord, study, space: dict, n_prior: int,
                   n_prior=n_prior)
 
 
-def _new_sweep(root: Path, space: dict, top: int) -> tuple[SweepRecord, P.Prior]:
-    prior = P.load(["prior"], str(root), space)
+def _new_sweep(root: Path, space: dict, top: int) -> tuple[SweepRecord, prior_of.Prior]:
+    prior = prior_of.load(["prior"], str(root), space)
     prior.plan(top, 6)
     settings = SweepSettings(name="warm", storage_path=str(root), num_samples=6,
                              max_concurrent=2, warm_start=["prior"])
@@ -279,7 +279,7 @@ def test_resume_rebuilds_the_prior_from_the_record_after_the_prior_is_gone(local
     ledger.ended("a", {"step": 40, "val_accuracy": 0.7})
     shutil.rmtree(root / "prior")
 
-    again = P.read(new, new.meta())
+    again = prior_of.read(new, new.meta())
     assert again.trials == prior.trials and again.enqueued == best
     trials = new.trials()
     rebuilt = build_study(trials, "warm", sampler=make_sampler("tpe", 1, 3), prior=again)
@@ -311,7 +311,7 @@ def test_a_resumed_prior_best_cut_by_the_budget_keeps_its_last_value_in_the_stud
 
     trials = new.trials()
     study = build_study(trials, "warm", sampler=make_sampler("tpe", 1, 3),
-                        prior=P.read(new, new.meta()))
+                        prior=prior_of.read(new, new.meta()))
     ledger = _ledger(new, study, space, ADDED, deadline=0.0)  # the budget is spent
     ledger.new_trial("b")  # 0000 again, from its checkpoint
     ledger.ended("b", None)  # cut before its first new report
@@ -320,7 +320,7 @@ def test_a_resumed_prior_best_cut_by_the_budget_keeps_its_last_value_in_the_stud
     ran = study.trials[ADDED]
     assert (ran.state, ran.value, ran.intermediate_values) == (
         optuna.trial.TrialState.PRUNED, 0.7, {10: 0.6, 20: 0.7})
-    rebuilt = build_study(new.trials(), "warm", prior=P.read(new, new.meta())).trials[ADDED]
+    rebuilt = build_study(new.trials(), "warm", prior=prior_of.read(new, new.meta())).trials[ADDED]
     assert (rebuilt.state, rebuilt.value, rebuilt.intermediate_values) == (
         ran.state, ran.value, ran.intermediate_values)
 
@@ -331,7 +331,7 @@ def test_a_damaged_prior_file_is_named(local):
     (root / "warm" / "prior.json").write_text('{"sweeps": [')
     with pytest.raises(ConfigError, match=r"prior\.json must be intact, but it does not hold "
                                           r"the sweep's prior trials"):
-        P.read(new, new.meta())
+        prior_of.read(new, new.meta())
 
 
 def test_the_proposals_line_counts_the_prior_on_its_own():
@@ -361,7 +361,7 @@ def _check_warm_sweep(root: Path, name: str, out: str, export: str, *, trials: i
     meta = json.loads((sweep / "sweep.json").read_text())
     n_prior = meta["warm_start"]["trials"]
     record = open_sweep(str(root), name)
-    rebuilt = build_study(record.trials(), name, prior=P.read(record, meta))
+    rebuilt = build_study(record.trials(), name, prior=prior_of.read(record, meta))
     check_numbers(rebuilt, record.trials(), n_prior)
     ran = views.study(sweep).trials
     assert [(t.params, t.state, t.value) for t in rebuilt.trials] == [
@@ -436,7 +436,7 @@ TOP, SAMPLES, STEPS = 3, 4, 60  # ten reports of 6 steps per trial
 
 def _planned(root: Path, space: dict) -> dict:
     """prior.json as a new sweep of SAMPLES trials with TOP planned writes it."""
-    prior = P.load(["prior"], str(root), space)
+    prior = prior_of.load(["prior"], str(root), space)
     prior.plan(TOP, SAMPLES)
     return json.loads(json.dumps(asdict(prior)))
 

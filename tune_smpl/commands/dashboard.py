@@ -30,14 +30,14 @@ def add_parser(sub) -> None:
 def study_storage(record, scratch: str) -> tuple[str, str]:
     """(the storage URL optuna-dashboard opens, how to say it): the sweep's study file, or
     the record's study rebuilt in a file under `scratch`."""
-    from tune_smpl.sweep import prior as P
+    from tune_smpl.sweep import prior
     from tune_smpl.sweep.study import build_study, study_file
 
     db = study_file(record.storage, record.name)
     if db.is_file():
         return f"sqlite:///{db}", str(db)
     url = f"sqlite:///{Path(scratch) / 'optuna.db'}"
-    build_study(record.trials(), record.name, url, prior=P.read(record, record.meta()))
+    build_study(record.trials(), record.name, url, prior=prior.read(record, record.meta()))
     return url, "rebuilt from the sweep's record"
 
 

@@ -21,17 +21,17 @@ from pathlib import Path
 
 from smpl_core.config import SMPLConfig
 from smpl_core.errors import ConfigError
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.record import FINALIST, skipped
+from tune_smpl.sweep.finalists import Measure, Pick
+from tune_smpl.sweep.outcome import METRIC, MODE, rank, score
+from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord, skipped
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write the best trial's config of a sweep")
     p.add_argument("sweep", help="sweep name (a folder of --storage-path)")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
-    p.add_argument("--metric", default=O.METRIC)
-    p.add_argument("--mode", choices=["max", "min"], default=O.MODE)
+    p.add_argument("--metric", default=METRIC)
+    p.add_argument("--mode", choices=["max", "min"], default=MODE)
     p.add_argument("--top", type=int, default=1, help="write the K best (files NAME-1, ...)")
     p.add_argument("--format", choices=["yaml", "json", "parquet"], default="yaml",
                    help="parquet: the trials and reports tables (Sweep.to_parquet), into "
@@ -41,15 +41,25 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _header(t, value: float, row: dict, metric: str, record, run_id: str | None,
-            damaged: list | None = None, finalist: dict | None = None) -> str:
+def _facts(t: TrialRecord, row: dict, record: SweepRecord, run_id: str | None) -> dict:
+    """Where the exported trial is: the YAML header's lines and the JSON's `_export`
+    fields (null where the YAML says unknown or none)."""
     ckpt = row.get("checkpoint_dir_name")
+    return {"sweep": record.name, "trial_id": t.key,
+            "outcome": None if t.outcome is None else str(t.outcome),
+            "mlflow_run_id": run_id,
+            "checkpoint": record.storage.uri(record.name, t.name, ckpt) if ckpt else None}
+
+
+def _header(t: TrialRecord, value: float, row: dict, metric: str, facts: dict,
+            damaged: list | None = None, finalist: dict | None = None) -> str:
     first = (f"best {metric}: {value:.6g} (step {row.get('step')})" if finalist is None else
-             f"best {F.MEASURE}: {value:.6g} (step {t.config['steps']}, mean over "
+             f"best {Measure.FINAL}: {value:.6g} (step {t.config['steps']}, mean over "
              f"{finalist['runs']} fresh seeds)")
-    lines = [first, f"sweep: {record.name}", f"trial_id: {t.key}", f"outcome: {t.outcome}",
-             f"mlflow_run_id: {run_id or 'unknown'}",
-             f"checkpoint: {record.storage.uri(record.name, t.name, ckpt) if ckpt else 'none'}",
+    lines = [first, f"sweep: {facts['sweep']}", f"trial_id: {facts['trial_id']}",
+             f"outcome: {facts['outcome']}",
+             f"mlflow_run_id: {facts['mlflow_run_id'] or 'unknown'}",
+             f"checkpoint: {facts['checkpoint'] or 'none'}",
              "train it: tune-smpl train --config THIS_FILE --eval-test"]
     if finalist is not None:
         lines.append("finalist: " + ", ".join(
@@ -61,29 +71,28 @@ def _header(t, value: float, row: dict, metric: str, record, run_id: str | None,
     return "\n".join(lines)
 
 
-def render(t, metric: str, mode: str, record, fmt: str, run_id: str | None,
-           damaged: list | None = None, pick: F.Pick | None = None) -> str:
+def render(t: TrialRecord, metric: str, mode: str, record: SweepRecord, fmt: str,
+           run_id: str | None, damaged: list | None = None, pick: Pick | None = None) -> str:
     """The trial's config as a file; `damaged`: the DamagedRecords it was ranked without;
     `pick`: the sweep's finalist verdict, when `t` is one of its finalists."""
-    value, row = O.score(t.reports, metric, mode)
+    value, row = score(t.reports, metric, mode)
     finalist = next((f.as_dict() for f in (pick.ranked if pick else [])
                      if f.key == t.key and f.values), None)
     if finalist is not None:
         value = finalist["mean"]
-    header = _header(t, value, row, metric, record, run_id, damaged, finalist)
+    facts = _facts(t, row, record, run_id)
     cfg = SMPLConfig.from_dict(t.config)
     if fmt == "yaml":
-        return cfg.to_yaml(header=header)
-    meta = dict(line.split(": ", 1) for line in header.splitlines()[1:6])
+        return cfg.to_yaml(header=_header(t, value, row, metric, facts, damaged, finalist))
     skipped_damaged = [{"file": d.uri, "problem": d.problem} for d in damaged or []]
-    extra = {"measure": F.MEASURE if finalist else F.SEARCH_MEASURE}
+    extra: dict = {"measure": str(Measure.FINAL if finalist else Measure.SEARCH)}
     if finalist is not None:
         extra["finalist"] = finalist
-        if pick.verdict.get("separation") and pick.trial is t:
+        if pick is not None and pick.verdict.get("separation") and pick.trial is t:
             extra["separation"] = pick.verdict["separation"]
     if pick is not None and pick.trial is t:
         extra["note"] = pick.note
-    return json.dumps({"_export": {"metric": metric, "value": value, **meta, **extra,
+    return json.dumps({"_export": {"metric": metric, "value": value, **facts, **extra,
                                    "skipped_damaged": skipped_damaged},
                        **cfg.to_dict()}, indent=2) + "\n"
 
@@ -123,13 +132,15 @@ def run(args: argparse.Namespace) -> int:
     if args.metric not in reported and trials:
         raise ConfigError(f"`--metric` must be one the trials reported "
                           f"({', '.join(reported)}), but got --metric={args.metric!r}.")
-    ranked = O.rank(trials, args.metric, args.mode)
+    ranked = rank(trials, args.metric, args.mode)
     pick = None
-    if (args.metric, args.mode) == (O.METRIC, O.MODE):  # the sweep's own best, as it chose
+    if (args.metric, args.mode) == (METRIC, MODE):  # the sweep's own best, as it chose
+        from tune_smpl.sweep.result import SweepResult
+
         runs, damaged_runs = record.scan(FINALIST)
         damaged += damaged_runs
-        pick = F.pick(trials, runs, meta.get("finalists"), int(meta["base"]["steps"]))
-        if pick.measure == F.MEASURE:
+        pick = SweepResult.of_record(record, trials, runs, meta).pick
+        if pick.measure == Measure.FINAL:
             first = [next(t for t in trials if t.key == f.key) for f in pick.ranked if f.values]
             ranked = first + [t for t in ranked if t not in first]
     if damaged:
@@ -150,9 +161,9 @@ def run(args: argparse.Namespace) -> int:
             p = Path(out)
             out = str(p.with_name(f"{p.stem}-{i}{p.suffix}"))
         _write(out, text)
-        value = O.score(t.reports, args.metric, args.mode)[0]
+        value = score(t.reports, args.metric, args.mode)[0]
         means = {f.key: f.mean for f in (pick.ranked if pick else []) if f.values}
-        what = (f"{F.MEASURE} {means[t.key]:.4f} (finalist {t.key}, mean over its seeds)"
+        what = (f"{Measure.FINAL} {means[t.key]:.4f} (finalist {t.key}, mean over its seeds)"
                 if t.key in means else f"{args.metric} {value:.4f} (trial {t.key})")
         print(f"wrote {out}: {what}", file=sys.stderr)
     return 0
@@ -163,8 +174,8 @@ def _parquet(args: argparse.Namespace, record) -> int:
     --top, --metric and --mode do not apply."""
     from tune_smpl import tables
 
-    for flag, value, default in (("--top", args.top, 1), ("--metric", args.metric, O.METRIC),
-                                 ("--mode", args.mode, O.MODE)):
+    for flag, value, default in (("--top", args.top, 1), ("--metric", args.metric, METRIC),
+                                 ("--mode", args.mode, MODE)):
         if value != default:
             raise ConfigError(f"`{flag}` applies to --format yaml or json, not parquet (the "
                               f"tables hold every trial), but got {flag}={value!r}.")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tune_smpl.report import html, static
 from tune_smpl.report.data import SweepView, load_view
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.summary import fmt
@@ -49,7 +49,7 @@ def build_report(record, out: str | Path, storage_path: str | None = None) -> Re
 def description(view: SweepView, storage_path: str) -> str:
     """The parent run's markdown description: outcomes, best, top knobs, what to run next."""
     n = len(view.trials)
-    counts = ", ".join(f"{view.counts[o]} {O.LABELS[o]}" for o in O.OUTCOMES if view.counts[o])
+    counts = ", ".join(f"{view.counts[o]} {LABELS[o]}" for o in OUTCOMES if view.counts[o])
     lines = [f"**Sweep `{view.name}`**: {n} trials ({counts or 'none finished'}).", ""]
     if view.damaged:
         lines += [f"Left out: {skipped(view.damaged)}.", ""]
@@ -61,7 +61,7 @@ def description(view: SweepView, storage_path: str) -> str:
         lines.append("No trial gave a measurement (every one diverged, errored or ran out "
                      "of memory): see `report/report.html` for their errors.")
         return "\n".join(lines) + "\n"
-    lines += [f"Best `{O.METRIC}` **{view.best_value:.4f}**: trial `{top.key}` "
+    lines += [f"Best `{METRIC}` **{view.best_value:.4f}**: trial `{top.key}` "
               f"({top.outcome}); {view.pick.note}.", ""]
     ranked = [f for f in view.pick.ranked if f.values]
     if ranked:

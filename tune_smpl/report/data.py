@@ -20,9 +20,10 @@ import yaml
 from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState, create_trial
 
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import FinalistStage, Pick
+from tune_smpl.sweep.outcome import METRIC, SCORED, counts, rank, score
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
+from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.study import build_study
 
 # The feedback diagnostics smpl_core reports (smpl_core/metrics.py), with their labels.
@@ -50,7 +51,7 @@ class SweepView:
     importance_note: str = ""
     t0: float = 0.0  # when the sweep's first trial was created (epoch seconds)
     damaged: list = field(default_factory=list)  # DamagedRecords left out (record.scan)
-    pick: F.Pick | None = None  # the sweep's best, as the sweep decided it
+    pick: Pick | None = None  # the sweep's best, as the sweep decided it
     finalist_runs: list[TrialRecord] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -64,8 +65,8 @@ class SweepView:
         return self.pick.value if self.pick and self.pick.trial else math.nan
 
     @property
-    def stage(self) -> dict | None:
-        return self.meta.get("finalists")
+    def stage(self) -> FinalistStage | None:
+        return FinalistStage.of_meta(self.meta)
 
     def value_study(self) -> optuna.Study:
         """Every trial with a measurement as COMPLETE with its value (see the module's
@@ -98,7 +99,7 @@ class SweepView:
 def _name_metric(study: optuna.Study) -> None:
     with warnings.catch_warnings():  # experimental in Optuna 3.2+
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([O.METRIC])
+        study.set_metric_names([METRIC])
 
 
 def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list[str],
@@ -122,16 +123,15 @@ def load_view(record: SweepRecord) -> SweepView:
     knobs, logs = searched_knobs(record, trials)
     values = {}
     for t in trials:
-        v = O.score(t.reports)[0]
-        if t.outcome in O.SCORED and not math.isnan(v):
+        v = score(t.reports)[0]
+        if t.outcome in SCORED and not math.isnan(v):
             values[t.key] = v
     view = SweepView(name=record.name, uri=record.uri, meta=meta, trials=trials,
                      knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
-                     values=values, ranked=O.rank(trials), counts=O.counts(trials),
+                     values=values, ranked=rank(trials), counts=counts(trials),
                      t0=min((t.created_at for t in trials), default=0.0),
                      damaged=damaged + damaged_runs, finalist_runs=runs,
-                     pick=F.pick(trials, runs, meta.get("finalists"),
-                                 int(meta["base"]["steps"])))
+                     pick=SweepResult.of_record(record, trials, runs, meta).pick)
     view.importance, view.importance_note = importance(view)
     return view
 

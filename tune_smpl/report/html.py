@@ -14,8 +14,8 @@ from plotly.offline import get_plotlyjs
 
 from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import Measure, StageStatus
+from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, counts
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.restarts import restarts_phrase
@@ -77,7 +77,7 @@ def _last_line(error: str | None) -> str:
 
 def _outcomes_body(view: SweepView) -> str:
     n = len(view.trials)
-    parts = [_table([(O.LABELS[o], view.counts[o]) for o in O.OUTCOMES], ("outcome", "trials"),
+    parts = [_table([(LABELS[o], view.counts[o]) for o in OUTCOMES], ("outcome", "trials"),
                     "outcome-table")]
     restarts = restarts_phrase([*view.trials, *view.finalist_runs])
     if restarts:  # a process or node that died: Ray went on from the trial's checkpoint
@@ -102,12 +102,12 @@ def _outcomes_body(view: SweepView) -> str:
     if n == 1:
         parts.insert(0, "<p class='note'>This sweep has a single trial: there is nothing to "
                         "compare it with, so history and importance say little.</p>")
-    if view.pick.measure == F.MEASURE:
-        parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: finalist "
+    if view.pick.measure == Measure.FINAL:
+        parts.append(f"<p>Best {METRIC} <b>{view.best_value:.4f}</b>: finalist "
                      f"{_e(top.key)}, {_e(view.pick.note)}.</p>")
     else:
         step = top.best_report().get("step")
-        parts.append(f"<p>Best {O.METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
+        parts.append(f"<p>Best {METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
                      f"({_e(top.outcome)}), at step {_e(step)}: {_e(view.pick.note)}.</p>")
     parts.append(_table([(k, fmt(top.params[k])) for k in view.knobs if k in top.params],
                         ("searched knob", "best value"), "best-table"))
@@ -123,12 +123,12 @@ def _finalists_body(view: SweepView) -> str:
                 "examples). <code>tune-smpl tune --finalists K --finalist-seeds S</code> "
                 "retrains the K best on S fresh seeds.</p>")
     runs = view.finalist_runs
-    n = O.counts(runs)
-    parts = [f"<p>{len(stage['of'])} finalists x {len(stage['seed_values'])} fresh seeds "
-             f"({_e(', '.join(map(str, stage['seed_values'])))}): {len(runs)} runs, "
-             + ", ".join(f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o])
-             + f"; stage {_e(stage.get('status'))}.</p>"]
-    if stage.get("status") == "cut_by_budget":
+    n = counts(runs)
+    parts = [f"<p>{len(stage.of)} finalists x {len(stage.seed_values)} fresh seeds "
+             f"({_e(', '.join(map(str, stage.seed_values)))}): {len(runs)} runs, "
+             + ", ".join(f"{n[o]} {LABELS[o]}" for o in OUTCOMES if n[o])
+             + f"; stage {_e(stage.status)}.</p>"]
+    if stage.status == StageStatus.CUT_BY_BUDGET:
         parts.append("<p class='alert' id='finalists-cut'>The time budget cut the finalist "
                      "stage: a run cut short has no final measurement.</p>")
     rows = []

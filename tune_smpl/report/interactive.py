@@ -15,14 +15,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import Measure
+from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
 
 # One colour per outcome, shared with the static figures.
-COLORS = {O.COMPLETED: "#1f77b4", O.EARLY_STOPPED: "#ff7f0e", O.CUT_BY_BUDGET: "#9467bd",
-          O.DIVERGED: "#d62728", O.ERRORED: "#7f7f7f", O.OUT_OF_MEMORY: "#8c564b",
-          None: "#bcbd22"}
-DASH = {O.COMPLETED: "solid", O.EARLY_STOPPED: "dash", O.CUT_BY_BUDGET: "dashdot"}
+COLORS = {Outcome.COMPLETED: "#1f77b4", Outcome.EARLY_STOPPED: "#ff7f0e",
+          Outcome.CUT_BY_BUDGET: "#9467bd", Outcome.DIVERGED: "#d62728",
+          Outcome.ERRORED: "#7f7f7f", Outcome.OUT_OF_MEMORY: "#8c564b", None: "#bcbd22"}
+DASH = {Outcome.COMPLETED: "solid", Outcome.EARLY_STOPPED: "dash", Outcome.CUT_BY_BUDGET: "dashdot"}
 
 
 def _quiet(fn, *args, **kwargs):
@@ -32,8 +32,8 @@ def _quiet(fn, *args, **kwargs):
 
 
 def outcomes(view: SweepView) -> go.Figure:
-    names = [o for o in O.OUTCOMES if view.counts.get(o)] or list(O.SCORED)
-    fig = go.Figure(go.Bar(x=[O.LABELS[o] for o in names], y=[view.counts[o] for o in names],
+    names = [o for o in OUTCOMES if view.counts.get(o)] or list(SCORED)
+    fig = go.Figure(go.Bar(x=[LABELS[o] for o in names], y=[view.counts[o] for o in names],
                            marker_color=[COLORS[o] for o in names]))
     return fig.update_layout(title="Trials by outcome", yaxis_title="trials")
 
@@ -41,7 +41,7 @@ def outcomes(view: SweepView) -> go.Figure:
 def history(view: SweepView) -> go.Figure | None:
     if not view.values:
         return None
-    return _quiet(ov.plot_optimization_history, view.value_study(), target_name=O.METRIC)
+    return _quiet(ov.plot_optimization_history, view.value_study(), target_name=METRIC)
 
 
 def history_time(view: SweepView) -> go.Figure | None:
@@ -63,7 +63,7 @@ def history_time(view: SweepView) -> go.Figure | None:
                    marker_color=[COLORS[t.outcome] for _, _, t in done]),
         go.Scatter(x=xs, y=ys, mode="lines", line_shape="hv", name="best so far")])
     return fig.update_layout(title="Best value against time", xaxis_title="seconds since "
-                             "the sweep started", yaxis_title=O.METRIC)
+                             "the sweep started", yaxis_title=METRIC)
 
 
 def importance(view: SweepView) -> go.Figure | None:
@@ -71,19 +71,19 @@ def importance(view: SweepView) -> go.Figure | None:
         return None
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     return _quiet(ov.plot_param_importances, view.value_study(), evaluator=evaluator,
-                  target_name=O.METRIC)
+                  target_name=METRIC)
 
 
 def parallel(view: SweepView) -> go.Figure | None:
     if len(view.values) < 1:
         return None
-    return _quiet(ov.plot_parallel_coordinate, view.value_study(), target_name=O.METRIC)
+    return _quiet(ov.plot_parallel_coordinate, view.value_study(), target_name=METRIC)
 
 
 def slices(view: SweepView) -> go.Figure | None:
     if not view.values:
         return None
-    return _quiet(ov.plot_slice, view.value_study(), target_name=O.METRIC)
+    return _quiet(ov.plot_slice, view.value_study(), target_name=METRIC)
 
 
 def curves(view: SweepView) -> go.Figure | None:
@@ -91,14 +91,14 @@ def curves(view: SweepView) -> go.Figure | None:
     line is dashed and ends in a cross where it was stopped."""
     fig = go.Figure()
     for t in view.trials:
-        pts = [(r["step"], r[O.METRIC]) for r in t.reports
-               if isinstance(r.get(O.METRIC), (int, float)) and "step" in r]
+        pts = [(r["step"], r[METRIC]) for r in t.reports
+               if isinstance(r.get(METRIC), (int, float)) and "step" in r]
         if not pts:
             continue
-        stopped = t.outcome not in (O.COMPLETED,)
+        stopped = t.outcome not in (Outcome.COMPLETED,)
         fig.add_trace(go.Scatter(
             x=[s for s, _ in pts], y=[v for _, v in pts], name=f"trial {t.key} "
-            f"({O.LABELS.get(t.outcome, t.outcome or 'unfinished')})",
+            f"({LABELS.get(t.outcome, t.outcome or 'unfinished')})",
             mode="lines+markers", line={"color": COLORS.get(t.outcome, "#333"),
                                         "dash": DASH.get(t.outcome, "dot")},
             marker={"symbol": ["circle"] * (len(pts) - 1) + ["x" if stopped else "circle"],
@@ -106,7 +106,7 @@ def curves(view: SweepView) -> go.Figure | None:
     if not fig.data:
         return None
     return fig.update_layout(title="Learning curves (dashed, ending in x: stopped)",
-                             xaxis_title="step", yaxis_title=O.METRIC)
+                             xaxis_title="step", yaxis_title=METRIC)
 
 
 def diagnostics(view: SweepView) -> go.Figure | None:
@@ -149,8 +149,8 @@ def finalists(view: SweepView) -> go.Figure | None:
         marker={"size": 11, "color": "#1f77b4"},
         error_y={"type": "data", "symmetric": False, "array": [hi - m for m, _, _, hi in stats],
                  "arrayminus": [m - lo for m, _, lo, _ in stats]}))
-    return fig.update_layout(title=f"Finalists: {F.MEASURE} on fresh seeds (best first)",
-                             xaxis_title="search trial", yaxis_title=O.METRIC)
+    return fig.update_layout(title=f"Finalists: {Measure.FINAL} on fresh seeds (best first)",
+                             xaxis_title="search trial", yaxis_title=METRIC)
 
 
 _PALETTE = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]

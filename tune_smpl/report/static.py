@@ -13,17 +13,17 @@ from matplotlib.figure import Figure
 
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
 from tune_smpl.report.interactive import COLORS
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import Measure
+from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
 
-STYLE = {O.COMPLETED: "-", O.EARLY_STOPPED: "--", O.CUT_BY_BUDGET: "-."}
+STYLE = {Outcome.COMPLETED: "-", Outcome.EARLY_STOPPED: "--", Outcome.CUT_BY_BUDGET: "-."}
 
 
 def outcomes(view: SweepView) -> Figure:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.add_subplot()
-    names = [o for o in O.OUTCOMES if view.counts.get(o)] or list(O.SCORED)
-    ax.bar([O.LABELS[o] for o in names], [view.counts[o] for o in names],
+    names = [o for o in OUTCOMES if view.counts.get(o)] or list(SCORED)
+    ax.bar([LABELS[o] for o in names], [view.counts[o] for o in names],
            color=[COLORS[o] for o in names])
     ax.set(title=f"{view.name}: trials by outcome", ylabel="trials")
     return fig
@@ -48,7 +48,7 @@ def history(view: SweepView) -> Figure | None:
         ax.scatter(xs, [p[2] for p in pts], c=[COLORS[p[3]] for p in pts], s=18,
                    label="trial")
         ax.step(bx, by, where="post", color="black", label="best so far")
-        ax.set(xlabel=xlabel, ylabel=O.METRIC)
+        ax.set(xlabel=xlabel, ylabel=METRIC)
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle("Optimisation history")
     return fig
@@ -61,7 +61,7 @@ def importance(view: SweepView) -> Figure | None:
     fig = Figure(figsize=(6, 0.45 * len(items) + 1.2))
     ax = fig.add_subplot()
     ax.barh([k for k, _ in items], [v for _, v in items], color="#1f77b4")
-    ax.set(title=f"Importance for {O.METRIC} (fANOVA)", xlabel="share of variance")
+    ax.set(title=f"Importance for {METRIC} (fANOVA)", xlabel="share of variance")
     return fig
 
 
@@ -94,9 +94,9 @@ def parallel(view: SweepView) -> Figure | None:
                 alpha=0.8)
     ax.set_xticks(range(len(view.knobs) + 1),
                   [k + (" (log)" if k in view.log_knobs else "") for k in view.knobs]
-                  + [O.METRIC], rotation=20, fontsize=8)
+                  + [METRIC], rotation=20, fontsize=8)
     ax.set(yticks=[0, 1], yticklabels=["low", "high"], title="Parallel coordinates "
-           f"(colour: {O.METRIC}, {lo:.3f} to {hi:.3f})")
+           f"(colour: {METRIC}, {lo:.3f} to {hi:.3f})")
     return fig
 
 
@@ -115,7 +115,7 @@ def slices(view: SweepView) -> Figure | None:
                    cmap="Blues", edgecolors="black", s=24)
         if k in view.log_knobs:
             ax.set_xscale("log")
-        ax.set(xlabel=k, ylabel=O.METRIC if i % cols == 0 else None)
+        ax.set(xlabel=k, ylabel=METRIC if i % cols == 0 else None)
     fig.suptitle("Slices (darker: later trial)")
     fig.tight_layout()
     return fig
@@ -126,19 +126,19 @@ def curves(view: SweepView) -> Figure | None:
     ax = fig.add_subplot()
     drawn = 0
     for t in view.trials:
-        pts = [(r["step"], r[O.METRIC]) for r in t.reports
-               if isinstance(r.get(O.METRIC), (int, float)) and "step" in r]
+        pts = [(r["step"], r[METRIC]) for r in t.reports
+               if isinstance(r.get(METRIC), (int, float)) and "step" in r]
         if not pts:
             continue
         drawn += 1
         color = COLORS.get(t.outcome, "#333333")
         ax.plot([s for s, _ in pts], [v for _, v in pts], STYLE.get(t.outcome, ":"),
-                color=color, marker="o", ms=3, label=f"{t.key} {O.LABELS.get(t.outcome, '')}")
-        if t.outcome != O.COMPLETED:
+                color=color, marker="o", ms=3, label=f"{t.key} {LABELS.get(t.outcome, '')}")
+        if t.outcome != Outcome.COMPLETED:
             ax.plot(*pts[-1], "x", color=color, ms=10, mew=2)
     if not drawn:
         return None
-    ax.set(xlabel="step", ylabel=O.METRIC,
+    ax.set(xlabel="step", ylabel=METRIC,
            title="Learning curves (dashed, ending in x: stopped)")
     if drawn <= 12:
         ax.legend(fontsize=7, ncol=2)
@@ -181,8 +181,8 @@ def finalists(view: SweepView) -> Figure | None:
                 yerr=[[m - lo for m, _, lo, _ in stats], [hi - m for m, _, _, hi in stats]],
                 label="delivered mean, 95% CI")
     ax.set_xticks(list(xs), [f.key for f in ranked])
-    ax.set(title=f"Finalists: {F.MEASURE} on fresh seeds", xlabel="search trial",
-           ylabel=O.METRIC)
+    ax.set(title=f"Finalists: {Measure.FINAL} on fresh seeds", xlabel="search trial",
+           ylabel=METRIC)
     ax.legend(fontsize=7)
     return fig
 

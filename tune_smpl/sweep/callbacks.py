@@ -11,8 +11,8 @@ import time
 
 from ray.tune import Callback, Stopper
 
-from tune_smpl.sweep import outcome as O
 from tune_smpl.sweep.ledger import Ledger
+from tune_smpl.sweep.outcome import LABELS, METRIC, SCORED, Outcome, best, score
 from tune_smpl.sweep.restarts import trial_error
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.summary import fmt
@@ -88,14 +88,14 @@ class ProgressLine(Callback):
         parts = [f"[{elapsed // 60:02d}:{elapsed % 60:02d}]"] + [
             f"{label} {sum(counts.get(o, 0) for o in group)}" for label, group in (
                 ("running", ("running",)), ("pending", ("pending",)),
-                *((O.LABELS[o], (o,)) for o in O.SCORED),
-                ("failed", (O.DIVERGED, O.ERRORED, O.OUT_OF_MEMORY)))]
+                *((LABELS[o], (o,)) for o in SCORED),
+                ("failed", (Outcome.DIVERGED, Outcome.ERRORED, Outcome.OUT_OF_MEMORY)))]
         if self.finalists:
             return "finalists " + " | ".join(parts)
-        top = O.best(self.ledger.trials.values())
+        top = best(self.ledger.trials.values())
         if top is not None:
             cfg = ", ".join(f"{k}={fmt(top.params.get(k))}" for k in self.searched)
-            parts.append(f"best {O.METRIC} {O.score(top.reports)[0]:.4f} ({cfg})")
+            parts.append(f"best {METRIC} {score(top.reports)[0]:.4f} ({cfg})")
         return " | ".join(parts)
 
     def on_step_end(self, iteration: int, trials, **info):

@@ -19,7 +19,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from trainables import RESTORE_FIELD
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.outcome import METRIC, OPTUNA_STATE, Outcome, decide, score
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.record_writer import describe, storage_error
 from tune_smpl.sweep.restarts import RestartNotices, error_line, last_failure
@@ -209,7 +209,7 @@ class Ledger:
             self.storage_error = error_line(last_failure(error or ""))
             self._interrupt(t)
             return
-        self._end(t, O.decide(last, steps=self.steps, errored=errored,
+        self._end(t, decide(last, steps=self.steps, errored=errored,
                               budget_spent=self.budget_spent()), error)
 
     # --- the end of a command ------------------------------------------------------
@@ -224,7 +224,7 @@ class Ledger:
             if t.finished:
                 continue
             if not interrupted and self.budget_spent():
-                self._end(t, O.CUT_BY_BUDGET, None)
+                self._end(t, Outcome.CUT_BY_BUDGET, None)
                 continue
             self._interrupt(t)
             out.append(t)
@@ -237,7 +237,7 @@ class Ledger:
         trial = self.live.pop(t.key, None)
         if trial is not None:  # RUNNING in the study, marked until --resume clears it
             self._in_study(trial.set_user_attr, "interrupted", True)
-        self.tracking.trial_ended(t.key, O.INTERRUPTED)
+        self.tracking.trial_ended(t.key, Outcome.INTERRUPTED)
 
     # --- the one place a trial ends --------------------------------------------------
     def _end(self, t: TrialRecord, outcome: str, error: str | None) -> None:
@@ -249,11 +249,11 @@ class Ledger:
         self.tracking.trial_ended(t.key, outcome, error)
 
     def _tell(self, trial: optuna.Trial, t: TrialRecord, outcome: str, error: str | None):
-        state = TrialState[O.OPTUNA_STATE[outcome]]
+        state = TrialState[OPTUNA_STATE[outcome]]
         trial.set_user_attr("outcome", outcome)
         if error:
             trial.set_user_attr("error", error[-1000:])
-        value = O.score(t.reports)[0] if state == TrialState.COMPLETE else None
+        value = score(t.reports)[0] if state == TrialState.COMPLETE else None
         self.study.tell(trial, value, state=state)
 
     # --- the study's database -----------------------------------------------------------
@@ -287,5 +287,5 @@ class Ledger:
 
 def _intermediate(trial: optuna.Trial, row: dict) -> None:
     """A report's metric as the study trial's intermediate value at its step."""
-    if isinstance(row.get(O.METRIC), (int, float)):
-        trial.report(float(row[O.METRIC]), int(row.get("step", 0)))
+    if isinstance(row.get(METRIC), (int, float)):
+        trial.report(float(row[METRIC]), int(row.get("step", 0)))

@@ -9,29 +9,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from enum import StrEnum
 
 METRIC, MODE = "val_accuracy", "max"
 
-COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET = "completed", "early_stopped", "cut_by_budget"
-DIVERGED, ERRORED, OUT_OF_MEMORY = "diverged", "errored", "out_of_memory"
-INTERRUPTED = "interrupted"  # not final: `tune --resume` runs the trial on
-OUTCOMES = (COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET, DIVERGED, ERRORED, OUT_OF_MEMORY)
+
+class Outcome(StrEnum):
+    """How a trial ended. A `StrEnum`: each member is its string value, so the record
+    (trial.json's `outcome`), the MLflow `trial_status` tag and what they read back are
+    the same strings as before the enum, and a string read from a record compares equal."""
+
+    COMPLETED = "completed"
+    EARLY_STOPPED = "early_stopped"
+    CUT_BY_BUDGET = "cut_by_budget"
+    DIVERGED = "diverged"
+    ERRORED = "errored"
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERRUPTED = "interrupted"  # not final: `tune --resume` runs the trial on
+
+
+# The final outcomes, in the order every view lists them.
+OUTCOMES = (Outcome.COMPLETED, Outcome.EARLY_STOPPED, Outcome.CUT_BY_BUDGET,
+            Outcome.DIVERGED, Outcome.ERRORED, Outcome.OUT_OF_MEMORY)
 # Outcomes whose reports are measurements: only these can be the sweep's best.
-SCORED = (COMPLETED, EARLY_STOPPED, CUT_BY_BUDGET)
+SCORED = (Outcome.COMPLETED, Outcome.EARLY_STOPPED, Outcome.CUT_BY_BUDGET)
 
 # The Optuna state of each outcome: a stopped trial is PRUNED (its last value is a
 # short-budget value, not a final one), a failed one FAIL.
-OPTUNA_STATE = {COMPLETED: "COMPLETE", EARLY_STOPPED: "PRUNED", CUT_BY_BUDGET: "PRUNED",
-                DIVERGED: "FAIL", ERRORED: "FAIL", OUT_OF_MEMORY: "FAIL"}
+OPTUNA_STATE = {Outcome.COMPLETED: "COMPLETE", Outcome.EARLY_STOPPED: "PRUNED",
+                Outcome.CUT_BY_BUDGET: "PRUNED", Outcome.DIVERGED: "FAIL",
+                Outcome.ERRORED: "FAIL", Outcome.OUT_OF_MEMORY: "FAIL"}
 # How the summary, the progress line and the report name each outcome.
-LABELS = {COMPLETED: "completed", EARLY_STOPPED: "stopped early", CUT_BY_BUDGET: "cut by budget",
-          DIVERGED: "diverged", ERRORED: "errored", OUT_OF_MEMORY: "out of memory"}
-# The MLflow run status of each outcome is MLflow's side of it: the recorder's
-# `mlflow_tracking.recorder.TRIAL_STATUSES`.
+LABELS = {Outcome.COMPLETED: "completed", Outcome.EARLY_STOPPED: "stopped early",
+          Outcome.CUT_BY_BUDGET: "cut by budget", Outcome.DIVERGED: "diverged",
+          Outcome.ERRORED: "errored", Outcome.OUT_OF_MEMORY: "out of memory"}
+# The MLflow run status of each outcome is MLflow's side of it:
+# `mlflow_tracking.values.TRIAL_STATUSES` (mlflow_tracking does not import this package;
+# tests/tune_smpl/test_outcome.py checks that it covers every outcome).
 
 
 def decide(last: dict | None, *, steps: int, errored: bool = False,
-           budget_spent: bool = False) -> str:
+           budget_spent: bool = False) -> Outcome:
     """The outcome of a trial that Ray ended, from its last report.
 
     `errored`: Ray gave up on it (an exception, `max_failures` restarts spent).
@@ -39,17 +57,17 @@ def decide(last: dict | None, *, steps: int, errored: bool = False,
     """
     last = last or {}
     if errored:
-        return ERRORED
+        return Outcome.ERRORED
     if last.get("oom"):  # the trainable ends an out-of-memory trial with a last report
-        return OUT_OF_MEMORY
+        return Outcome.OUT_OF_MEMORY
     if last.get("diverged"):
-        return DIVERGED
+        return Outcome.DIVERGED
     if last.get("step", 0) >= steps:
-        return COMPLETED
-    return CUT_BY_BUDGET if budget_spent else EARLY_STOPPED
+        return Outcome.COMPLETED
+    return Outcome.CUT_BY_BUDGET if budget_spent else Outcome.EARLY_STOPPED
 
 
-def counts(trials: Iterable) -> dict[str, int]:
+def counts(trials: Iterable) -> dict[Outcome, int]:
     """Trials by final outcome, every outcome present (0 where none)."""
     out = {o: 0 for o in OUTCOMES}
     for t in trials:

@@ -36,8 +36,8 @@ from optuna.distributions import (
 from optuna.trial import TrialState, create_trial
 
 from smpl_core.errors import ConfigError
-from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep.record import DamagedRecord, SweepRecord, open_sweep
+from tune_smpl.sweep.outcome import METRIC, MODE, SCORED, score
+from tune_smpl.sweep.record import DamagedRecord, SweepRecord, TrialRecord, open_sweep
 from tune_smpl.sweep.study import PRIOR, frozen
 
 PRIOR_FILE = "prior.json"
@@ -73,51 +73,83 @@ def _inside(value, d) -> bool:
 
 
 @dataclass
-class Prior:
-    """What the prior sweeps gave the new study."""
+class PriorSweep:
+    """One prior sweep, as sweep.json's `warm_start.sweeps` and prior.json keep it."""
 
-    sweeps: list[dict]  # per prior sweep: name, storage, uri, scored, added, outside
+    name: str
+    storage: str  # its storage, as a URI
+    uri: str  # its record
+    scored: int  # its scored search trials
+    added: int  # those added to the new study
+    outside: int  # those outside the new ranges (not added)
+
+
+@dataclass
+class PriorTrial:
+    """One added trial, as prior.json keeps it: as it ended, in the new space."""
+
+    sweep: str  # the prior sweep's name
+    key: str  # its trial key there
+    outcome: str  # one of outcome.SCORED
+    state: str  # its Optuna state's name: COMPLETE | PRUNED
+    value: float | None  # the study's value of it (outcome.score's for COMPLETE)
+    score: float  # its best val_accuracy (what ranks the enqueued best)
+    params: dict  # its values of the new space's knobs
+    distributions: dict[str, str]  # the new space's distributions of them (Optuna JSON)
+    intermediate: dict[str, float]  # step (a string: JSON) -> value
+
+
+@dataclass
+class Prior:
+    """What the prior sweeps gave the new study. prior.json is `asdict` of it."""
+
+    sweeps: list[PriorSweep]
     dropped: list[str]  # the prior's knobs the new space lacks (their values dropped)
-    trials: list[dict]  # the added trials, in the new space: sweep, key, outcome, state,
-    #                     value, score, params, distributions, intermediate
+    trials: list[PriorTrial]  # the added trials, in the new space
     enqueued: list[dict] = field(default_factory=list)  # params of the best, asked first
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Prior:
+        """prior.json's object; a TypeError or KeyError where an entry is not one."""
+        return cls([PriorSweep(**s) for s in d["sweeps"]], list(d["dropped"]),
+                   [PriorTrial(**t) for t in d["trials"]], list(d.get("enqueued", [])))
 
     @property
     def scored(self) -> int:
-        return sum(s["scored"] for s in self.sweeps)
+        return sum(s.scored for s in self.sweeps)
 
     @property
     def outside(self) -> int:
-        return sum(s["outside"] for s in self.sweeps)
+        return sum(s.outside for s in self.sweeps)
 
     def plan(self, top: int, num_samples: int) -> None:
         """Enqueue the `top` best added trials (distinct configs, at most `num_samples`)."""
-        ranked = sorted(self.trials, key=lambda t: -t["score"])  # stable: ties keep order
+        ranked = sorted(self.trials, key=lambda t: -t.score)  # stable: ties keep order
         self.enqueued = []
         for t in ranked:
             if len(self.enqueued) >= min(top, num_samples):
                 break
-            if t["params"] not in self.enqueued:
-                self.enqueued.append(dict(t["params"]))
+            if t.params not in self.enqueued:
+                self.enqueued.append(dict(t.params))
 
     def frozen(self) -> list[optuna.trial.FrozenTrial]:
         """The added trials as Optuna takes them (`study.add_trial`), in order."""
         return [create_trial(
-            state=TrialState[t["state"]], value=t["value"], params=t["params"],
-            distributions={k: json_to_distribution(v) for k, v in t["distributions"].items()},
-            intermediate_values={int(s): v for s, v in t["intermediate"].items()},
-            user_attrs={PRIOR: t["sweep"], "prior_key": t["key"], "outcome": t["outcome"]})
+            state=TrialState[t.state], value=t.value, params=t.params,
+            distributions={k: json_to_distribution(v) for k, v in t.distributions.items()},
+            intermediate_values={int(s): v for s, v in t.intermediate.items()},
+            user_attrs={PRIOR: t.sweep, "prior_key": t.key, "outcome": t.outcome})
             for t in self.trials]
 
     def meta(self) -> dict:
         """The `warm_start` entry of sweep.json (the trials themselves are in prior.json)."""
-        return {"sweeps": self.sweeps, "trials": len(self.trials),
+        return {"sweeps": [asdict(s) for s in self.sweeps], "trials": len(self.trials),
                 "enqueued": len(self.enqueued), "dropped_knobs": self.dropped,
                 "file": PRIOR_FILE}
 
     def line(self) -> str:
         """The one line a warm-started sweep prints: what was added, what was not."""
-        names = ", ".join(f"{s['name']} ({s['uri']})" for s in self.sweeps)
+        names = ", ".join(f"{s.name} ({s.uri})" for s in self.sweeps)
         dropped = (f"{len(self.dropped)} knob(s) the new space lacks dropped "
                    f"({', '.join(self.dropped)})" if self.dropped
                    else "0 knobs the new space lacks dropped")
@@ -142,19 +174,21 @@ def load(names: list[str], storage: str, space: dict) -> Prior:
     ConfigError (one line) for an unknown sweep, a knob of another type, another metric,
     or a prior that gives the study nothing."""
     new = distributions(space)
-    sweeps, trials, dropped = [], [], set()
+    sweeps: list[PriorSweep] = []
+    trials: list[PriorTrial] = []
+    dropped: set[str] = set()
     for name in dict.fromkeys(names):  # each sweep once, in the order given
         record = open_sweep(storage, name, what="--warm-start")
         meta = record.meta()
-        metric = (meta.get("metric", O.METRIC), meta.get("mode", O.MODE))
-        if metric != (O.METRIC, O.MODE):
+        metric = (meta.get("metric", METRIC), meta.get("mode", MODE))
+        if metric != (METRIC, MODE):
             raise ConfigError(f"`--warm-start` must name a sweep that optimised "
-                              f"{O.METRIC} ({O.MODE}), but got --warm-start={name!r}, which "
+                              f"{METRIC} ({MODE}), but got --warm-start={name!r}, which "
                               f"optimised {metric[0]} ({metric[1]}).")
         own = record.trials()  # search trials only: finalist runs are no trials of a study
         _check_types(name, own, new)
-        scored = [t for t in own if t.outcome in O.SCORED
-                  and not math.isnan(O.score(t.reports)[0])]
+        scored = [t for t in own if t.outcome in SCORED
+                  and not math.isnan(score(t.reports)[0])]
         added = outside = 0
         for t in scored:
             dropped |= set(t.params) - set(new)
@@ -164,8 +198,8 @@ def load(names: list[str], storage: str, space: dict) -> Prior:
                 continue
             trials.append(_added(name, t, params, new))
             added += 1
-        sweeps.append({"name": name, "storage": record.storage.uri(), "uri": record.uri,
-                       "scored": len(scored), "added": added, "outside": outside})
+        sweeps.append(PriorSweep(name, record.storage.uri(), record.uri, len(scored), added,
+                                 outside))
     prior = Prior(sweeps, sorted(dropped), trials)
     if not trials:
         raise ConfigError(f"`--warm-start` must give the new study at least one trial, but "
@@ -185,13 +219,13 @@ def _check_types(name: str, trials, new: dict) -> None:
                     f"{_kind(new[k])}).")
 
 
-def _added(name: str, t, params: dict, new: dict) -> dict:
+def _added(name: str, t: TrialRecord, params: dict, new: dict) -> PriorTrial:
     """A prior trial as prior.json keeps it: as it ended, in the new space."""
     ft = frozen(t)  # its state, value and intermediate values, as the study takes them
-    return {"sweep": name, "key": t.key, "outcome": t.outcome, "state": ft.state.name,
-            "value": ft.value, "score": O.score(t.reports)[0], "params": params,
-            "distributions": {k: distribution_to_json(new[k]) for k in params},
-            "intermediate": {str(s): v for s, v in ft.intermediate_values.items()}}
+    return PriorTrial(name, t.key, str(t.outcome), ft.state.name, ft.value,
+                      score(t.reports)[0], params,
+                      {k: distribution_to_json(new[k]) for k in params},
+                      {str(s): v for s, v in ft.intermediate_values.items()})
 
 
 # --- the record's copy ----------------------------------------------------------------
@@ -207,7 +241,7 @@ def read(record: SweepRecord, meta: dict) -> Prior | None:
     uri = record.storage.uri(record.name, PRIOR_FILE)
     try:
         d = json.loads(record.storage.read_text(record.name, PRIOR_FILE))
-        prior = Prior(**d)
+        prior = Prior.from_dict(d)
         prior.frozen()  # every trial must rebuild
         return prior
     except (OSError, ValueError, TypeError, KeyError) as e:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from smpl_core.errors import ConfigError
-from tune_smpl.sweep.outcome import OUTCOMES, score
+from tune_smpl.sweep.outcome import OUTCOMES, Outcome, score
 from tune_smpl.sweep.storage import SweepStorage, json_text
 
 SWEEP_FILE, SPACE_FILE, TRIAL_FILE = "sweep.json", "space.yaml", "trial.json"
@@ -131,7 +131,7 @@ class TrialRecord:
     distributions: dict[str, str]  # optuna.distributions JSON, to rebuild the study
     config: dict[str, Any]  # the full SMPLConfig mapping the trial runs
     proposed_by: str = "random"  # random (start-up) | tpe | gp | enqueued | prior (its best)
-    outcome: str | None = None  # one of outcome.OUTCOMES once it ended; None before
+    outcome: Outcome | None = None  # one of outcome.OUTCOMES once it ended; None before
     interrupted: bool = False  # its sweep stopped while it ran; cleared by --resume
     reports: list[dict] = field(default_factory=list)
     error: str | None = None
@@ -181,7 +181,10 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, d: dict) -> TrialRecord:
         names = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("outcome") is not None:  # trial.json holds its string value
+            kw["outcome"] = Outcome(kw["outcome"])
+        return cls(**kw)
 
 
 _RAY_FIELDS = {"training_iteration", "time_total_s", "timestamp", "iterations_since_restore",

@@ -18,7 +18,7 @@ import logging
 import time
 
 from trainables.train import STATE_FILE
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.outcome import decide
 from tune_smpl.sweep.record import TRIAL_FILE, SweepRecord, TrialRecord
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def settle_done(record: SweepRecord, trials: list[TrialRecord], steps: int
         if t.finished or not (last.get("step", 0) >= steps or last.get("diverged")
                               or last.get("oom")):
             continue
-        t.outcome = O.decide(last, steps=steps)
+        t.outcome = decide(last, steps=steps)
         t.error = last.get("error") if last.get("oom") else t.error
         t.interrupted, t.ended_at = False, time.time()
         record.save_trial(t)

@@ -1,7 +1,7 @@
 """One command's run of a sweep, new or resumed: record, study, Tuner, and how it ended.
 
-`run_sweep` stops at the record: it returns a `SweepResult` (the trials, the best, the
-status, the wall time), and the command closes the sweep from it (the summary, MLflow's
+`run_sweep` stops at the record: it returns a `SweepResult` (result.py: the trials, the
+best, the status, the wall time), and the command closes the sweep from it (the summary, MLflow's
 parent run, the report). The sweep ends in one of three ways, each leaving the record, the
 study and the MLflow trial runs agreed: finished (every trial has its outcome), interrupted
 (Ctrl-C: its unfinished trials are marked until `--resume`), or killed (nothing runs after
@@ -15,18 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from search_spaces import make_define_by_run, space_to_yaml
 from smpl_core.config import SMPLConfig
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
-from tune_smpl.sweep import prior as P
+from tune_smpl.sweep import prior
+from tune_smpl.sweep.finalists import FinalistStage, StageStatus, plan, run_key
 from tune_smpl.sweep.ledger import Ledger
+from tune_smpl.sweep.outcome import METRIC, MODE, Outcome
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure
 from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
+from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.resume import drop_orphans, restart_points, settle_done
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.stop import STOP
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
-               tracking_uri: str, prior: P.Prior | None = None) -> SweepRecord:
+               tracking_uri: str, warm: prior.Prior | None = None) -> SweepRecord:
     """Claim the sweep's name in its storage (one of two commands racing for it wins); a
     warm start's prior goes into the record with it (sweep.json's `warm_start`, prior.json).
 
@@ -59,78 +60,15 @@ def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
     n_startup = startup_trials(settings.num_samples, settings.max_concurrent)
     meta = {"settings": asdict(settings), "base": base.to_dict(),
             "tracking_uri": tracking_uri, "status": "new", "wall_s": 0.0, "runs": 0,
-            "metric": O.METRIC, "mode": O.MODE,
+            "metric": METRIC, "mode": MODE,
             "sampler": sampler_settings(settings.sampler, settings.seed, n_startup, counted(
-                settings.sampler, [t["state"] for t in prior.trials] if prior else []))}
-    if prior is not None:
-        meta["warm_start"] = prior.meta()
+                settings.sampler, [t.state for t in warm.trials] if warm else []))}
+    if warm is not None:
+        meta["warm_start"] = warm.meta()
     record.create(meta, space_to_yaml(space))
-    if prior is not None:
-        P.save(record, prior)
+    if warm is not None:
+        prior.save(record, warm)
     return record
-
-
-@dataclass
-class SweepResult:
-    """What one command's run of a sweep left in its record."""
-
-    record: SweepRecord
-    trials: list[TrialRecord]  # every search trial of the sweep, by number
-    status: str  # finished | interrupted
-    wall_s: float  # the sweep's wall time over all the command's runs of it
-    left: list[TrialRecord]  # the unfinished (interrupted) trials and runs; empty when finished
-    steps: int = 0  # a full trial's steps (a finalist run's measure is taken there)
-    finalist_runs: list[TrialRecord] = field(default_factory=list)
-    stage: dict | None = None  # the finalist stage's plan and status (sweep.json), if any
-    warm_start: dict | None = None  # what the sweep was warm-started from (sweep.json)
-    ray_log: str | None = None  # where Ray's driver-side messages went (restarts.py)
-    # The record lacks (or lacked, long enough to stop the sweep) what the sweep did: its
-    # storage failed (record_writer.py); the command says so and exits 75.
-    storage_failure: StorageFailure | None = None
-    unwritten: int = 0  # record files whose last content the storage did not get (hurried)
-
-    @property
-    def pick(self) -> F.Pick:
-        return F.pick(self.trials, self.finalist_runs, self.stage, self.steps)
-
-    @property
-    def best(self) -> TrialRecord | None:
-        return self.pick.trial
-
-    def figures(self) -> dict[str, float]:
-        """The sweep's own numbers: the parent run's only metrics."""
-        out: dict[str, float] = {f"trials_{o}": n for o, n in O.counts(self.trials).items()}
-        out.update(trials=len(self.trials), wall_s=round(self.wall_s, 2),
-                   trial_seconds=round(sum(t.seconds for t in self.trials), 2),
-                   restarts=sum(t.restarts for t in self.trials + self.finalist_runs))
-        if self.stage is not None:
-            out.update({f"finalist_runs_{o}": n
-                        for o, n in O.counts(self.finalist_runs).items()},
-                       finalist_runs=len(self.finalist_runs),
-                       finalist_seconds=round(sum(t.seconds for t in self.finalist_runs), 2))
-        pick = self.pick
-        if pick.trial is not None:
-            out[f"best_{O.METRIC}"] = pick.value
-            out.update(pick.figures())
-        return out
-
-    def best_checkpoint(self) -> str | None:
-        """The URI of the checkpoint of the best model: the winning finalist's run on the
-        stage's first seed (its final report), else the best search trial's best report
-        (else its newest checkpoint); None without a best or a checkpoint."""
-        pick = self.pick
-        if pick.trial is None:
-            return None
-        t = pick.model_run or pick.trial
-        row = t.last if pick.model_run else t.best_report()
-        storage, folder = self.record.storage, (self.record.name, t.name)
-        names = [row.get("checkpoint_dir_name")] + sorted(
-            (d for d in storage.list_dirs(*folder) if d.startswith("checkpoint_")),
-            reverse=True)
-        for name in names:
-            if name and storage.exists(*folder, name):
-                return storage.uri(*folder, name)
-        return None
 
 
 def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: SweepSettings,
@@ -148,10 +86,10 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     # Each run of the command draws on: a resumed sweep re-seeded as it started would
     # propose its first configs again.
     seed = (settings.seed * 1_000_003 + meta["runs"]) % 2**32
-    prior = P.read(record, meta)  # a warm start's prior, as the sweep started with it
+    warm = prior.read(record, meta)  # a warm start's prior, as the sweep started with it
     study = build_study(trials, settings.name, f"sqlite:///{db}",
-                        make_sampler(settings.sampler, seed, n_startup), prior)
-    n_prior = len(prior.trials) if prior else 0
+                        make_sampler(settings.sampler, seed, n_startup), warm)
+    n_prior = len(warm.trials) if warm else 0
     check_numbers(study, trials, n_prior)
     budget = settings.time_budget_s
     deadline = time.time() + max(0.0, budget - meta["wall_s"]) if budget else None
@@ -184,9 +122,9 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         left, stopped = _stage(ledger, finalists, finalist_stage=True)
     runs = sorted(ledger.finalists.values(), key=lambda t: t.number)
     if "finalists" in meta:
-        meta["finalists"]["status"] = (
-            "interrupted" if stopped else "cut_by_budget"
-            if any(t.outcome == O.CUT_BY_BUDGET for t in runs) else "done")
+        meta["finalists"]["status"] = str(
+            StageStatus.INTERRUPTED if stopped else StageStatus.CUT_BY_BUDGET
+            if any(t.outcome == Outcome.CUT_BY_BUDGET for t in runs) else StageStatus.DONE)
     meta["wall_s"] += time.time() - t0
     meta["status"] = "interrupted" if stopped else "finished"
     record.save_meta(meta)
@@ -210,7 +148,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),
                        meta["status"], meta["wall_s"], left, base.steps, runs,
-                       meta.get("finalists"), meta.get("warm_start"), str(ray_log), failure,
+                       FinalistStage.of_meta(meta), meta.get("warm_start"), str(ray_log), failure,
                        unwritten)
 
 
@@ -239,12 +177,12 @@ def _plan_finalists(record: SweepRecord, meta: dict, ledger: Ledger,
     """The stage's plan, made once (kept in sweep.json before any run is recorded), and a
     record for each planned run that has none yet (a stage interrupted while planning)."""
     if "finalists" not in meta:
-        meta["finalists"] = F.plan(list(ledger.trials.values()), settings.finalists,
-                                   settings.finalist_seeds, int(ledger.base["seed"]))
+        meta["finalists"] = plan(list(ledger.trials.values()), settings.finalists,
+                                 settings.finalist_seeds, int(ledger.base["seed"])).to_dict()
         record.save_meta(meta)
     new = []
-    for number, (of, seed) in enumerate(F.planned_runs(meta["finalists"])):
-        key = F.run_key(of, seed)
+    for number, (of, seed) in enumerate(FinalistStage.from_dict(meta["finalists"]).runs()):
+        key = run_key(of, seed)
         if key not in ledger.finalists:
             trial = ledger.trials[of]
             new.append(TrialRecord(key=key, number=number, params=dict(trial.params),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shlex
 import sys
 
-from tune_smpl.sweep import finalists as F
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.finalists import Measure, StageStatus, finalists
+from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome, counts
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.restarts import restarts_phrase
+from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.study import PRIOR
 
 
@@ -70,15 +71,15 @@ def _print_restarts(result) -> None:
         print(f"{said}{where}", flush=True)
 
 
-def _outcomes(records, always=O.SCORED) -> str:
-    n = O.counts(records)
-    return ", ".join(f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o] or o in always)
+def _outcomes(records, always=SCORED) -> str:
+    n = counts(records)
+    return ", ".join(f"{n[o]} {LABELS[o]}" for o in OUTCOMES if n[o] or o in always)
 
 
 def print_finished(result, settings, tracking_uri: str | None) -> None:
     """The outcomes, the proposals, the best trial (how much to trust it) and the commands
     a user runs next; when no trial gave a measurement, why (on stderr)."""
-    trials, n = result.trials, O.counts(result.trials)
+    trials, n = result.trials, counts(result.trials)
     print(f"\nsweep {settings.name} finished: {len(trials)} trials: {_outcomes(trials)}")
     _print_restarts(result)
     print(f"proposals: {proposals(trials)}")
@@ -90,15 +91,15 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
     top = pick.trial
     if top is None:
         print("no trial gave a measurement of val_accuracy (" + ", ".join(
-            f"{n[o]} {O.LABELS[o]}" for o in O.OUTCOMES if n[o]) + "); a failed trial's reason "
+            f"{n[o]} {LABELS[o]}" for o in OUTCOMES if n[o]) + "); a failed trial's reason "
               f"is `error` in trial_<key>/trial.json under {result.record.uri}",
               file=sys.stderr)
         return
-    if pick.measure == F.MEASURE:
-        print(f"best {O.METRIC} {pick.value:.4f} (finalist {top.key}: {pick.note}):")
+    if pick.measure == Measure.FINAL:
+        print(f"best {METRIC} {pick.value:.4f} (finalist {top.key}: {pick.note}):")
     else:
         row = top.best_report()
-        print(f"best {O.METRIC} {pick.value:.4f} (trial {top.key}, {top.outcome}; its best "
+        print(f"best {METRIC} {pick.value:.4f} (trial {top.key}, {top.outcome}; its best "
               f"report at step {row.get('step')}; {pick.note}):")
     for k in sorted(top.params):
         print(f"  {k}: {top.params[k]}")
@@ -109,15 +110,15 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
              if tracking_uri else ""))
 
 
-def print_finalists(result) -> None:
+def print_finalists(result: SweepResult) -> None:
     """The finalist stage: its runs' outcomes, then per finalist what it promised in the
     search and what it delivered on fresh seeds."""
     stage, runs = result.stage, result.finalist_runs
-    cut = " (cut by the budget)" if stage.get("status") == "cut_by_budget" else ""
-    print(f"finalists: the {len(stage['of'])} best trial(s) x {len(stage['seed_values'])} "
-          f"fresh seed(s) {stage['seed_values']}: {len(runs)} runs: "
-          f"{_outcomes(runs, always=(O.COMPLETED,))}{cut}")
-    for f in result.pick.ranked or F.finalists(stage, result.trials, runs, result.steps):
+    cut = " (cut by the budget)" if stage.status == StageStatus.CUT_BY_BUDGET else ""
+    print(f"finalists: the {len(stage.of)} best trial(s) x {len(stage.seed_values)} "
+          f"fresh seed(s) {stage.seed_values}: {len(runs)} runs: "
+          f"{_outcomes(runs, always=(Outcome.COMPLETED,))}{cut}")
+    for f in result.pick.ranked or finalists(stage, result.trials, runs, result.steps):
         if not f.values:
             print(f"  {f.key}: promised {f.promised:.4f}, delivered nothing "
                   f"(0 of {f.planned} runs reached step {result.steps})")

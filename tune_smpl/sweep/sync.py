@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from mlflow_tracking import SweepRecorder
 from trainables import load_model
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
-from tune_smpl.sweep.run import SweepResult
+from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.tracking import Tracking, sweep_params
 
@@ -62,12 +62,9 @@ def best_model(result: SweepResult):
 def result_of(record: SweepRecord, trials: list[TrialRecord] | None = None,
               runs: list[TrialRecord] | None = None) -> SweepResult:
     """The sweep's result as its record has it (what `run_sweep` returned at its end)."""
-    meta = record.meta()
     trials = record.trials() if trials is None else trials
     runs = record.finalists() if runs is None else runs
-    return SweepResult(record, trials, meta["status"], meta["wall_s"],
-                       [t for t in trials + runs if not t.finished], meta["base"]["steps"],
-                       runs, meta.get("finalists"), meta.get("warm_start"))
+    return SweepResult.of_record(record, trials, runs)
 
 
 def backfill(tracking: Tracking, record: SweepRecord, trials: list[TrialRecord] | None = None,

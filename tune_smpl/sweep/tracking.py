@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mlflow_tracking import SweepRecorder
-from tune_smpl.sweep import outcome as O
+from tune_smpl.sweep.outcome import Outcome
 from tune_smpl.sweep.writer import Writer
 
 # Report fields that are bookkeeping, not measurements (MLflow's step is `step`).
@@ -101,7 +101,7 @@ class Tracking:
                          if r.get("ray_node_id")), None)
             if node:
                 tags["ray_node_id"] = node
-            status = t.outcome if t.finished else O.INTERRUPTED if t.interrupted else None
+            status = t.outcome if t.finished else Outcome.INTERRUPTED if t.interrupted else None
             self._call(SweepRecorder.sync_trial, trial_id=t.key, trial_name=t.name,
                        config=t.config, status=status, error=t.error, tags=tags,
                        reports=[(int(r.get("step", 0)), report_metrics(r),
