@@ -98,3 +98,35 @@ def test_the_status_follows_the_record(record, tmp_path):
     for status in ("running", "interrupted", "finished"):
         record.save_meta({**meta, "status": status})
         assert sweep.status == status  # read each time: a running sweep as it stands
+
+
+def test_export_json_is_built_from_the_record_with_nulls_not_placeholder_strings(
+        record, tmp_path, capsys):
+    """`export --format json` of a trial without a checkpoint and without an MLflow run
+    (no store at the record's tracking URI): null where the YAML header says
+    unknown / none, and every other field as the YAML header has it."""
+    from tune_smpl.cli import main
+
+    reports = _reports(0.5, 0.8)
+    top = _trial(0, {"lr": 0.1}, reports, outcome="completed", started=True)
+    record.save_trial(top)
+    record.save_trial(_trial(1, {"lr": 0.2}, _reports(0.4), outcome="diverged"))
+    assert main(["export", "t", "--storage-path", str(tmp_path), "--format", "json"]) == 0
+    got = json.loads(capsys.readouterr().out)["_export"]
+    assert got == {"metric": "val_accuracy", "value": 0.8, "sweep": "t", "trial_id": "0000",
+                   "outcome": "completed", "mlflow_run_id": None, "checkpoint": None,
+                   "measure": "best val_accuracy report of a search trial",
+                   "note": got["note"], "skipped_damaged": []}
+    assert got["note"].startswith("one noisy estimate: the highest best report of 1 trial")
+    assert main(["export", "t", "--storage-path", str(tmp_path)]) == 0
+    header = capsys.readouterr().out
+    assert "# mlflow_run_id: unknown\n" in header and "# checkpoint: none\n" in header
+    # A checkpoint the best report names: its URI in both formats.
+    record.save_trial(_trial(0, {"lr": 0.1}, [reports[0], {**reports[1],
+                             "checkpoint_dir_name": "checkpoint_000001"}],
+                             outcome="completed", started=True))
+    assert main(["export", "t", "--storage-path", str(tmp_path), "--format", "json"]) == 0
+    want = str(tmp_path / "t" / "trial_0000" / "checkpoint_000001")
+    assert json.loads(capsys.readouterr().out)["_export"]["checkpoint"] == want
+    assert main(["export", "t", "--storage-path", str(tmp_path)]) == 0
+    assert f"# checkpoint: {want}\n" in capsys.readouterr().out
