@@ -5,7 +5,7 @@
     python benchmarks/meta_term.py --from benchmarks/meta_term_results.jsonl   # tables only
     python benchmarks/meta_term.py --importance /tmp/meta-sweep/NAME            # fANOVA
 
-Data and budget are the ablation's (benchmarks/accuracy.py, the README's Accuracy section):
+Data and budget are the ablation's (benchmarks/accuracy.py; benchmarks/README.md, "Accuracy"):
 digits with 50 labels, 200 steps, batch 16, mu 7; two moons with 6 labels, 400 steps,
 batch 8, mu 7; the default config otherwise. Reports come every 20 (digits) or 40 (moons)
 steps instead of 100, so `train/mpl_grad_ratio` is measured 10 times a run; evaluating and
@@ -62,8 +62,8 @@ CONTROLS = ("none", "shuffled", "constant")
 ZERO = "mpl_weight=0"
 REPORTS = {"digits": 20, "moons": 40}  # eval_every: 10 ratio measurements a run
 # First guesses of mpl_weight for a ratio of ~0.3, from the ablation's h statistics
-# (README: ratio 5.7e-3 on digits and 9.4e-5 on moons at weight 1 with the raw h; h / lr_k
-# is ~ 1 / lr_k ~ 20-40x the raw h; normalised f ~ 1, ~ 100x the raw h).
+# (benchmarks/README.md: ratio 5.7e-3 on digits, 9.4e-5 on moons at weight 1 with the raw
+# h; h / lr_k is ~ 1 / lr_k ~ 20-40x the raw h; normalised f ~ 1, ~ 100x the raw h).
 GUESS = {("digits", "raw"): 50.0, ("digits", "per_lr"): 2.0, ("digits", "normalised"): 0.5,
          ("moons", "raw"): 3000.0, ("moons", "per_lr"): 100.0, ("moons", "normalised"): 20.0}
 TARGET, LOW, HIGH, ROUNDS = 0.3, 0.1, 1.0, 6
