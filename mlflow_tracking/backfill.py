@@ -9,8 +9,9 @@ run them. `SweepRecorder` inherits them; they use its client and lookups.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 
 from mlflow_tracking import values as V
@@ -20,6 +21,25 @@ SPACE_FILE = "search_space.yaml"
 
 
 class Backfill:
+    # What SweepRecorder, the class this half is mixed into, provides (recorder.py).
+    client: MlflowClient
+    parent_run_id: str | None
+    _runs: dict[str, str]  # trial_id -> child run id
+    _have_steps: dict[str, set[int]]
+
+    if TYPE_CHECKING:
+        def _experiment(self) -> str: ...
+        def _require_parent(self) -> str: ...
+        def _find_parents(self) -> list: ...
+        def _find_child(self, trial_id: str) -> str | None: ...
+        def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
+                        resume: bool = False) -> str: ...
+        def open_trial(self, trial_id: str, trial_name: str, config: Mapping[str, Any],
+                       status: str = "pending", resumes: int = 0,
+                       tags: Mapping[str, Any] | None = None) -> str: ...
+        def trial_ended(self, trial_id: str, status: str, error: str | None = None
+                        ) -> None: ...
+
     def sync_sweep(self, settings: Mapping[str, Any], space_yaml: str,
                    resumes: int = 0) -> int:
         """The parent run as the sweep's record has it, never counted as a resume: found
@@ -46,7 +66,7 @@ class Backfill:
                 self.client.log_text(self.parent_run_id, space_yaml, SPACE_FILE)
                 writes += 1
         if resumes and tags.get("resumes") != str(resumes):
-            V.set_tags(self.client, self.parent_run_id, {"resumes": resumes})
+            V.set_tags(self.client, self._require_parent(), {"resumes": resumes})
             writes += 1
         return writes
 

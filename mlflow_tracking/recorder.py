@@ -85,7 +85,7 @@ class SweepRecorder(Backfill):
             self.parent_run_id = run.info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
             resumes = int(run.data.tags.get("resumes", "0")) + 1
-            tags = {"resumes": resumes}
+            tags: dict[str, Any] = {"resumes": resumes}
             if commit != run.data.tags.get("git_commit"):
                 tags["git_commit_resumed"] = commit
             V.set_tags(self.client, self.parent_run_id, tags)
@@ -134,7 +134,7 @@ class SweepRecorder(Backfill):
             if model is None and model_from is not None:
                 model = model_from()
             if model is not None:
-                model_uri = log_torch_model(self.tracking_uri, self.experiment_id, parent,
+                model_uri = log_torch_model(self.tracking_uri, self._experiment(), parent,
                                             model)
                 V.set_tags(self.client, parent, {"best_model_uri": model_uri})
         self._close(status, [parent], children_status="KILLED")

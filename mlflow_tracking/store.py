@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -98,13 +99,11 @@ def _first_use_lock(tracking_uri: str):
     migrates its tables on a process's first call, and two sweeps started at once on a new
     runs/ would both run the migrations and fail (alembic: `duplicate column`)."""
     db = sqlite_path(tracking_uri)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    if db is None or fcntl is None:
+    if db is None or sys.platform == "win32":  # not POSIX (no fcntl): no lock
         yield
         return
+    import fcntl
+
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -164,11 +163,13 @@ def store_fault(error: BaseException) -> str | None:
     that is not there), which a retry would not change."""
     import requests
 
-    chain, seen = [], set()
-    while error is not None and id(error) not in seen:  # the exception and what caused it
-        seen.add(id(error))
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:  # the exception and what caused it
+        seen.add(id(cause))
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
     # MLflow wraps a refused connection in an MlflowException of status 500: look at the
     # causes first.
     no_answer = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,

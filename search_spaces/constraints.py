@@ -47,7 +47,7 @@ def _check_steps_cap(space: dict[str, ParamSpec], steps: int, src: str) -> None:
         if spec is None:
             continue
         if spec.highest > steps:
-            key, value = ("choices", list(spec.choices)) if spec.type == "categorical" else (
+            key, value = ("choices", list(spec.options)) if spec.type == "categorical" else (
                 "high", spec.high)
             raise ConfigError(f"{src}: `{name}`: `{key}` must be <= steps={steps} (write "
                               f"`high: steps` to follow the budget), but got {key}={value!r}.")
@@ -58,7 +58,7 @@ def _check_config_values(space: dict[str, ParamSpec], base: dict[str, Any], src:
     (threshold in (0, 1], lr > 0, ...) then hold across the whole range, with no second copy
     of them here. Ranges are monotone, so the two ends stand for all values between."""
     for name, spec in space.items():
-        labels = ("choice",) * len(spec.choices) if spec.type == "categorical" else ("low", "high")
+        labels = ("choice",) * len(spec.options) if spec.type == "categorical" else ("low", "high")
         for label, value in zip(labels, spec.values_to_check, strict=True):
             cfg = {**base, name: value}
             # A searched partner clamp is probed at its far end, which the clamp rule
@@ -95,7 +95,7 @@ def check_clamp_order(space: dict[str, ParamSpec], values: dict[str, Any], src: 
     name = "clamp_min" if "clamp_min" in space else "clamp_max"
     spec, value = space[name], top if name == "clamp_min" else bottom
     key = "choices" if spec.type == "categorical" else ("high" if name == "clamp_min" else "low")
-    got = list(spec.choices) if key == "choices" else value
+    got = list(spec.options) if key == "choices" else value
     other = ("clamp_max", bottom) if name == "clamp_min" else ("clamp_min", top)
     where = (f"clamp_max's lowest value {bottom!r}" if name == "clamp_min" and
              "clamp_max" in space else f"{given} {other[0]}={other[1]!r}")

@@ -40,7 +40,7 @@ class DefineByRun:
 
 def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
     if spec.type == "categorical":
-        return trial.suggest_categorical(name, list(spec.choices))
+        return trial.suggest_categorical(name, list(spec.options))
     if spec.type == "int":
         return trial.suggest_int(name, spec.low, spec.high, log=spec.log)
     return trial.suggest_float(name, spec.low, spec.high, log=spec.log)

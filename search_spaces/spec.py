@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from smpl_core.errors import ConfigError
 
@@ -18,7 +18,7 @@ TYPES = ("float", "int", "categorical")
 KEYS = ("type", "low", "high", "log", "choices")  # the keys of one param's YAML mapping
 
 
-def _fail(key: str, rule: str, value: Any) -> None:
+def _fail(key: str, rule: str, value: Any) -> NoReturn:
     raise ConfigError(f"`{key}` must be {rule}, but got {key}={value!r}.")
 
 
@@ -88,16 +88,22 @@ class ParamSpec:
                 _fail(key, "an integer for type int", v)
             if self.type == "float":
                 object.__setattr__(self, key, _as_float(key, v))
-        if not self.low < self.high:
-            _fail("low", f"< high={self.high!r}", self.low)
-        if self.log and not self.low > 0:
-            _fail("low", "> 0 for a log scale (log: true)", self.low)
+        low, high = self.low, self.high  # both given: checked above
+        if low is None or high is None or not low < high:
+            _fail("low", f"< high={high!r}", low)
+        if self.log and not low > 0:
+            _fail("low", "> 0 for a log scale (log: true)", low)
 
     # --- views -------------------------------------------------------------------
     @property
     def values_to_check(self) -> tuple[Any, ...]:
         """The values that bound what this spec can sample: its ends or its choices."""
-        return self.choices if self.type == "categorical" else (self.low, self.high)
+        return self.options if self.type == "categorical" else (self.low, self.high)
+
+    @property
+    def options(self) -> tuple[Any, ...]:
+        """The choices of a categorical spec; () for a range."""
+        return self.choices or ()
 
     @property
     def lowest(self) -> Any:
@@ -110,7 +116,7 @@ class ParamSpec:
     def to_dict(self) -> dict[str, Any]:
         """The YAML mapping of this spec (the inverse of the loader)."""
         if self.type == "categorical":
-            return {"type": self.type, "choices": list(self.choices)}
+            return {"type": self.type, "choices": list(self.options)}
         out: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high}
         if self.log:
             out["log"] = True
@@ -119,6 +125,6 @@ class ParamSpec:
     def describe(self) -> str:
         """`logU(0.0001, 0.3)`, `int logU(1, 600)`, `U(0.5, 0.99)`, `{paper, code}`."""
         if self.type == "categorical":
-            return "{" + ", ".join(str(c) for c in self.choices) + "}"
+            return "{" + ", ".join(str(c) for c in self.options) + "}"
         dist = ("logU" if self.log else "U") + f"({self.low:g}, {self.high:g})"
         return f"int {dist}" if self.type == "int" else dist

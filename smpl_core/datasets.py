@@ -107,10 +107,10 @@ def _download_cifar10(root: Path, data_dir: str) -> None:
 def _decode(blobs, size: int) -> np.ndarray:
     from PIL import Image
 
-    out = np.empty((len(blobs), 3, size, size), dtype=np.uint8)
+    out: np.ndarray = np.empty((len(blobs), 3, size, size), dtype=np.uint8)
     for i, blob in enumerate(blobs):
-        img = Image.open(io.BytesIO(blob)) if isinstance(blob, bytes) else Image.open(blob)
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        raw = Image.open(io.BytesIO(blob)) if isinstance(blob, bytes) else Image.open(blob)
+        img = raw.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
         out[i] = np.asarray(img).transpose(2, 0, 1)
     return out
 

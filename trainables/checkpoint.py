@@ -58,10 +58,10 @@ def encode(obj: Any, where: str = "state") -> Any:
                 raise TypeError(f"{where}: key {k!r} is not a str or int")
         return obj if all(out[k] is obj[k] for k in out) else out
     if isinstance(obj, (list, tuple)):
-        out = [encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        if all(a is b for a, b in zip(out, obj)) and type(obj) in (list, tuple):
+        items = [encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        if all(a is b for a, b in zip(items, obj)) and type(obj) in (list, tuple):
             return obj
-        return out if isinstance(obj, list) else tuple(out)
+        return items if isinstance(obj, list) else tuple(items)
     raise TypeError(f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} is not a "
                     f"tensor or a plain type; convert it before it is checkpointed")
 
@@ -76,10 +76,10 @@ def decode(obj: Any) -> Any:
         out = {k: decode(v) for k, v in obj.items()}
         return obj if all(out[k] is obj[k] for k in out) else out
     if isinstance(obj, (list, tuple)):
-        out = [decode(v) for v in obj]
-        if all(a is b for a, b in zip(out, obj)):
+        items = [decode(v) for v in obj]
+        if all(a is b for a, b in zip(items, obj)):
             return obj
-        return out if isinstance(obj, list) else tuple(out)
+        return items if isinstance(obj, list) else tuple(items)
     return obj
 
 

@@ -32,7 +32,7 @@ from smpl_core.errors import ConfigError
 from tune_smpl import tables
 from tune_smpl.options import TuneOptions
 from tune_smpl.sweep.finalists import Measure, Pick
-from tune_smpl.sweep.outcome import METRIC, MODE
+from tune_smpl.sweep.outcome import METRIC, MODE, Outcome
 from tune_smpl.sweep.record import SweepRecord, skipped
 from tune_smpl.sweep.record import open_sweep as open_record
 
@@ -52,7 +52,10 @@ def tune(**options: Any) -> Sweep:
     from tune_smpl.commands import tune as command
 
     command.run(opts)  # its exit status is the sweep's status, which the Sweep reads
-    return open_sweep(opts.name, opts.storage_path, tracking_uri=opts.tracking_uri)
+    name = opts.name
+    if name is None:  # `--resume` without `--name` raised its ConfigError above
+        raise ConfigError("`--resume` needs `--name` of the sweep to resume.")
+    return open_sweep(name, opts.storage_path, tracking_uri=opts.tracking_uri)
 
 
 tune.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -77,7 +80,7 @@ class Best:
     value: float  # its measure: a finalist's mean over its seeds, or its best report
     measure: Measure  # what `value` is (Measure.FINAL or Measure.SEARCH)
     note: str  # how far to trust it, in one line
-    outcome: str
+    outcome: Outcome | None  # a scored outcome: the best always has one
     params: dict[str, Any]
     config: dict[str, Any]  # the full config: what `export` writes, `train --config` runs
     statistics: dict[str, Any] = field(default_factory=dict)  # the finalist's mean, sd, CI..

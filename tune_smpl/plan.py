@@ -59,11 +59,11 @@ def prepare(options: TuneOptions) -> SweepPlan:
     """The plan of `options`; a ConfigError for anything that cannot work."""
     storage = storage_path(options.storage_path)
     if options.resume:
-        given = [f for f, v in (("--warm-start", options.warm_start),
-                                ("--warm-start-storage", options.warm_start_storage),
-                                ("--warm-start-top", options.warm_start_top)) if v is not None]
-        if given:
-            raise ConfigError(f"`{given[0]}` must not be given with --resume: a resumed sweep "
+        warm = [f for f, v in (("--warm-start", options.warm_start),
+                               ("--warm-start-storage", options.warm_start_storage),
+                               ("--warm-start-top", options.warm_start_top)) if v is not None]
+        if warm:
+            raise ConfigError(f"`{warm[0]}` must not be given with --resume: a resumed sweep "
                               f"keeps the warm start it started with (in its record).")
         return _prepare_resume(options, storage)
     base, given = base_config(options)

@@ -60,8 +60,9 @@ def read(record: SweepRecord) -> Snapshot:
 
 def _value(report: dict) -> float:
     v = report.get(METRIC)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else math.nan
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    return math.nan
 
 
 def _row(t: TrialRecord, steps: int, chosen: set[str], best_key: str | None) -> dict:

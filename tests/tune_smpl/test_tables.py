@@ -101,11 +101,13 @@ def test_the_status_follows_the_record(record, tmp_path):
 
 
 def test_export_json_is_built_from_the_record_with_nulls_not_placeholder_strings(
-        record, tmp_path, capsys):
+        record, tmp_path, capsys, monkeypatch):
     """`export --format json` of a trial without a checkpoint and without an MLflow run
-    (no store at the record's tracking URI): null where the YAML header says
-    unknown / none, and every other field as the YAML header has it."""
+    (the record's store, relative `nowhere/mlflow.db`, has no run of it): null where the
+    YAML header says unknown / none, and every other field as the YAML header has it."""
     from tune_smpl.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the relative store lands here
 
     reports = _reports(0.5, 0.8)
     top = _trial(0, {"lr": 0.1}, reports, outcome="completed", started=True)

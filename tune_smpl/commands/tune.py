@@ -33,14 +33,14 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace | TuneOptions) -> int:
     from tune_smpl.sweep.stop import STOP
 
     with STOP.installed():  # a Ctrl-C is a stop request, taken at a safe point (stop.py)
         return _run(args)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace | TuneOptions) -> int:
     from search_spaces import describe
     from trainables import evaluation_at
     from tune_smpl.sweep import cluster
@@ -95,8 +95,8 @@ def _run(args: argparse.Namespace) -> int:
             print(caution)
         if prior is not None:
             print(prior.line())
-        elif meta.get("warm_start"):
-            print(describe_prior(meta["warm_start"]) + " (kept from its record)")
+        elif (kept := describe_prior(meta.get("warm_start"))) is not None:
+            print(kept + " (kept from its record)")
         if settings.fixed:
             print(f"fixed by --set (not searched): {', '.join(settings.fixed)}")
         print("searching:\n  " + "\n  ".join(describe(space)), flush=True)

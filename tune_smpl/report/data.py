@@ -21,7 +21,7 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import TrialState, create_trial
 
 from tune_smpl.sweep.finalists import FinalistStage, Pick
-from tune_smpl.sweep.outcome import METRIC, SCORED, counts, rank, score
+from tune_smpl.sweep.outcome import METRIC, SCORED, Outcome, counts, rank, score
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.study import build_study
@@ -46,23 +46,23 @@ class SweepView:
     study: optuna.Study  # the record's study: COMPLETE / PRUNED / FAIL as the sweep decided
     values: dict[str, float]  # key -> the trial's value, for trials that gave one
     ranked: list[TrialRecord]  # scored trials, best first
-    counts: dict[str, int]
+    counts: dict[Outcome, int]
+    pick: Pick  # the sweep's best, as the sweep decided it (SweepResult.pick)
     importance: dict[str, float] | None = None
     importance_note: str = ""
     t0: float = 0.0  # when the sweep's first trial was created (epoch seconds)
     damaged: list = field(default_factory=list)  # DamagedRecords left out (record.scan)
-    pick: Pick | None = None  # the sweep's best, as the sweep decided it
     finalist_runs: list[TrialRecord] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
     def best(self) -> TrialRecord | None:
-        return self.pick.trial if self.pick else None
+        return self.pick.trial
 
     @property
     def best_value(self) -> float:
         """The best's value by its measure (`pick.measure`)."""
-        return self.pick.value if self.pick and self.pick.trial else math.nan
+        return self.pick.value if self.pick.trial else math.nan
 
     @property
     def stage(self) -> FinalistStage | None:

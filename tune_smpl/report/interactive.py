@@ -19,10 +19,12 @@ from tune_smpl.sweep.finalists import Measure
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
 
 # One colour per outcome, shared with the static figures.
-COLORS = {Outcome.COMPLETED: "#1f77b4", Outcome.EARLY_STOPPED: "#ff7f0e",
-          Outcome.CUT_BY_BUDGET: "#9467bd", Outcome.DIVERGED: "#d62728",
-          Outcome.ERRORED: "#7f7f7f", Outcome.OUT_OF_MEMORY: "#8c564b", None: "#bcbd22"}
-DASH = {Outcome.COMPLETED: "solid", Outcome.EARLY_STOPPED: "dash", Outcome.CUT_BY_BUDGET: "dashdot"}
+COLORS: dict[Outcome | None, str] = {
+    Outcome.COMPLETED: "#1f77b4", Outcome.EARLY_STOPPED: "#ff7f0e",
+    Outcome.CUT_BY_BUDGET: "#9467bd", Outcome.DIVERGED: "#d62728",
+    Outcome.ERRORED: "#7f7f7f", Outcome.OUT_OF_MEMORY: "#8c564b", None: "#bcbd22"}
+DASH: dict[Outcome | None, str] = {Outcome.COMPLETED: "solid", Outcome.EARLY_STOPPED: "dash",
+                                   Outcome.CUT_BY_BUDGET: "dashdot"}
 
 
 def _quiet(fn, *args, **kwargs):
@@ -48,7 +50,7 @@ def history_time(view: SweepView) -> go.Figure | None:
     """Best value so far against wall seconds since the sweep's first trial started."""
     done = sorted(((view.elapsed(t), view.values[t.key], t) for t in view.trials
                    if t.key in view.values and view.elapsed(t) is not None),
-                  key=lambda x: x[0])
+                  key=lambda x: x[0] or 0.0)  # None left out above
     if not done:
         return None
     best, xs, ys = -1.0, [], []
@@ -130,7 +132,7 @@ def diagnostics(view: SweepView) -> go.Figure | None:
 def finalists(view: SweepView) -> go.Figure | None:
     """Per finalist: its search score (promised), its runs' final val_accuracy on fresh
     seeds (delivered) and their mean with its 95% interval."""
-    ranked = [f for f in (view.pick.ranked if view.pick else []) if f.values]
+    ranked = [f for f in view.pick.ranked if f.values]
     if not ranked:
         return None
     names = [f.key for f in ranked]

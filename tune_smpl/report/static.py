@@ -16,7 +16,8 @@ from tune_smpl.report.interactive import COLORS
 from tune_smpl.sweep.finalists import Measure
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
 
-STYLE = {Outcome.COMPLETED: "-", Outcome.EARLY_STOPPED: "--", Outcome.CUT_BY_BUDGET: "-."}
+STYLE: dict[Outcome | None, str] = {Outcome.COMPLETED: "-", Outcome.EARLY_STOPPED: "--",
+                                    Outcome.CUT_BY_BUDGET: "-."}
 
 
 def outcomes(view: SweepView) -> Figure:
@@ -30,14 +31,16 @@ def outcomes(view: SweepView) -> Figure:
 
 
 def history(view: SweepView) -> Figure | None:
-    pts = sorted((t.number, view.elapsed(t), view.values[t.key], t.outcome)
-                 for t in view.trials if t.key in view.values)
+    pts: list[tuple[int, float | None, float, Outcome | None]] = sorted(
+        ((t.number, view.elapsed(t), view.values[t.key], t.outcome)
+         for t in view.trials if t.key in view.values), key=lambda p: p[0])
     if not pts:
         return None
     fig = Figure(figsize=(10, 3.6))
-    for i, (xlabel, xs) in enumerate([("trial number", [p[0] for p in pts]),
-                                      ("seconds since the sweep started",
-                                       [p[1] or 0.0 for p in pts])]):
+    axes: list[tuple[str, list[float]]] = [("trial number", [p[0] for p in pts]),
+                                            ("seconds since the sweep started",
+                                             [p[1] or 0.0 for p in pts])]
+    for i, (xlabel, xs) in enumerate(axes):
         ax = fig.add_subplot(1, 2, i + 1)
         order = sorted(range(len(pts)), key=lambda j: xs[j])
         best, bx, by = -math.inf, [], []
@@ -165,7 +168,7 @@ def diagnostics(view: SweepView) -> Figure | None:
 
 
 def finalists(view: SweepView) -> Figure | None:
-    ranked = [f for f in (view.pick.ranked if view.pick else []) if f.values]
+    ranked = [f for f in view.pick.ranked if f.values]
     if not ranked:
         return None
     fig = Figure(figsize=(max(4.0, 1.4 * len(ranked) + 2), 3.4))

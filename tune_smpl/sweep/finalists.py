@@ -91,7 +91,8 @@ def plan(trials: Sequence[TrialRecord], k: int, seeds: int, base_seed: int) -> F
     """The stage: which search trials (the K best by the sweep's ranking, `outcome.rank`)
     and which seeds (S values no search trial ran with)."""
     used = {int(t.config.get("seed", base_seed)) for t in trials}
-    fresh, s = [], base_seed + SEED_START
+    fresh: list[int] = []
+    s = base_seed + SEED_START
     while len(fresh) < seeds:
         if s not in used:
             fresh.append(s)
@@ -167,7 +168,8 @@ def finalists(stage: FinalistStage, trials: Iterable[TrialRecord],
     out = {k: Finalist(k, score(by_key[k].reports)[0], planned=len(stage.seed_values))
            for k in stage.of if k in by_key}
     for r in runs:
-        f, v = out.get(r.finalist_of), final_value(r, steps)
+        f = out.get(r.finalist_of) if r.finalist_of is not None else None
+        v = final_value(r, steps)
         if f is not None and v is not None:
             f.values[int(r.config["seed"])] = v
     order = {k: i for i, k in enumerate(stage.of)}
@@ -193,7 +195,7 @@ def verdict(ranked: list[Finalist]) -> dict:
     runner-up (the parent run, the summary, the export and the report all show this)."""
     if not ranked or not ranked[0].values:
         return {}
-    out = {"winner": ranked[0].as_dict(), "measure": Measure.FINAL}
+    out: dict = {"winner": ranked[0].as_dict(), "measure": Measure.FINAL}
     if len(ranked) > 1 and ranked[1].values:
         out["separation"] = separation(ranked[0], ranked[1])
     return out

@@ -240,7 +240,7 @@ class Ledger:
         self.tracking.trial_ended(t.key, Outcome.INTERRUPTED)
 
     # --- the one place a trial ends --------------------------------------------------
-    def _end(self, t: TrialRecord, outcome: str, error: str | None) -> None:
+    def _end(self, t: TrialRecord, outcome: Outcome, error: str | None) -> None:
         t.outcome, t.error, t.ended_at, t.interrupted = outcome, error, time.time(), False
         self.record.save_trial(t)  # the record first: every view follows from it
         trial = self.live.pop(t.key, None)
@@ -248,7 +248,8 @@ class Ledger:
             self._in_study(self._tell, trial, t, outcome, error)
         self.tracking.trial_ended(t.key, outcome, error)
 
-    def _tell(self, trial: optuna.Trial, t: TrialRecord, outcome: str, error: str | None):
+    def _tell(self, trial: optuna.Trial, t: TrialRecord, outcome: Outcome,
+              error: str | None) -> None:
         state = TrialState[OPTUNA_STATE[outcome]]
         trial.set_user_attr("outcome", outcome)
         if error:
@@ -266,7 +267,7 @@ class Ledger:
         except STUDY_ERRORS as e:
             self._study_failed(e)
 
-    def _study_failed(self, e: Exception) -> None:
+    def _study_failed(self, e: BaseException) -> None:
         """The study's SQLite file did not take a write: its disk is full or read-only (on
         a local storage it lives in the sweep folder). The study is a view of the record,
         rebuilt from it by `--resume`, but this one cannot go on (its cache and its file

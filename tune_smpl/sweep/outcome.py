@@ -40,9 +40,10 @@ OPTUNA_STATE = {Outcome.COMPLETED: "COMPLETE", Outcome.EARLY_STOPPED: "PRUNED",
                 Outcome.CUT_BY_BUDGET: "PRUNED", Outcome.DIVERGED: "FAIL",
                 Outcome.ERRORED: "FAIL", Outcome.OUT_OF_MEMORY: "FAIL"}
 # How the summary, the progress line and the report name each outcome.
-LABELS = {Outcome.COMPLETED: "completed", Outcome.EARLY_STOPPED: "stopped early",
-          Outcome.CUT_BY_BUDGET: "cut by budget", Outcome.DIVERGED: "diverged",
-          Outcome.ERRORED: "errored", Outcome.OUT_OF_MEMORY: "out of memory"}
+LABELS: dict[Outcome | None, str] = {
+    Outcome.COMPLETED: "completed", Outcome.EARLY_STOPPED: "stopped early",
+    Outcome.CUT_BY_BUDGET: "cut by budget", Outcome.DIVERGED: "diverged",
+    Outcome.ERRORED: "errored", Outcome.OUT_OF_MEMORY: "out of memory"}
 # The MLflow run status of each outcome is MLflow's side of it:
 # `mlflow_tracking.values.TRIAL_STATUSES` (mlflow_tracking does not import this package;
 # tests/tune_smpl/test_outcome.py checks that it covers every outcome).

@@ -29,6 +29,7 @@ from typing import Any
 
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import OUTCOMES, Outcome, score
+from tune_smpl.sweep.record_writer import RecordWriter
 from tune_smpl.sweep.storage import SweepStorage, json_text
 
 SWEEP_FILE, SPACE_FILE, TRIAL_FILE = "sweep.json", "space.yaml", "trial.json"
@@ -203,7 +204,7 @@ class SweepRecord:
         self.storage, self.name = storage, name
         # While a sweep runs, its writes go through a writer thread (record_writer.py), so
         # a storage that fails never holds up a trial; None: each write is made at once.
-        self.writer = None
+        self.writer: RecordWriter | None = None
 
     @property
     def uri(self) -> str:
@@ -222,10 +223,9 @@ class SweepRecord:
 
     def meta(self) -> dict:
         """sweep.json, checked: a DamagedRecord if it does not read as one."""
-        meta, problem = self._load(SWEEP_FILE)
+        meta, problem = self._load_object(SWEEP_FILE)
         if problem is None:
-            problem = ("it holds no JSON object" if not isinstance(meta, dict)
-                       else _check_fields(meta, _SWEEP_FIELDS, {}))
+            problem = _check_fields(meta, _SWEEP_FIELDS, {})
         if problem:
             raise DamagedRecord(self.storage.uri(self.name, SWEEP_FILE), problem,
                                 "restore it from a backup: the sweep cannot be read, "
@@ -289,11 +289,17 @@ class SweepRecord:
             return None, f"it is not UTF-8 text ({e.reason} at byte {e.start})"
         return _parse(text)
 
+    def _load_object(self, *parts: str) -> tuple[dict, str | None]:
+        """(the JSON object of a file of the record, None), or ({}, what is wrong)."""
+        value, problem = self._load(*parts)
+        if problem is None and not isinstance(value, dict):
+            problem = "it holds no JSON object"
+        return (value if isinstance(value, dict) and problem is None else {}), problem
+
     def _trial(self, folder: str) -> TrialRecord:
-        d, problem = self._load(folder, TRIAL_FILE)
+        d, problem = self._load_object(folder, TRIAL_FILE)
         if problem is None:
-            problem = ("it holds no JSON object" if not isinstance(d, dict)
-                       else _check_fields(d, _TRIAL_FIELDS, _TRIAL_OPTIONAL))
+            problem = _check_fields(d, _TRIAL_FIELDS, _TRIAL_OPTIONAL)
         if problem is None and d.get("role", SEARCH) not in _PREFIX:
             problem = (f"its field `role` must be {SEARCH} or {FINALIST}, but is "
                        f"{json.dumps(d['role'])[:80]}")

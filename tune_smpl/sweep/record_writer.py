@@ -68,7 +68,7 @@ def retry_s() -> float:
 def storage_error(text: str | None) -> bool:
     """A trial error that came through the storage layer (a checkpoint that could not be
     uploaded or read), not from the trial itself."""
-    return bool(text) and any(frame in text for frame in _STORAGE_FRAMES)
+    return text is not None and any(frame in text for frame in _STORAGE_FRAMES)
 
 
 def describe(e: BaseException) -> str:
@@ -221,38 +221,43 @@ class RecordWriter:
                     wait = self.first_wait_s
                     self._cond.notify_all()
                     continue
-                self._failed_write(error)
+                since = self._failed_write(error)
                 self._cond.notify_all()
                 sleep = self.first_wait_s if self._hurry else wait
                 if not self.failed:  # a try at the bound: the stop comes when it is due
-                    due = self.failing_since + self.bound_s - self.clock()
+                    due = since + self.bound_s - self.clock()
                     sleep = min(sleep, max(0.0, due))
             if self._wake.wait(sleep):
                 self._wake.clear()
             wait = min(2 * wait, self.max_wait_s)
 
-    def _failed_write(self, e: BaseException) -> None:
+    def _failed_write(self, e: BaseException) -> float:
+        """Count a failed write; returns when the current outage started (clock())."""
         now = self.clock()
         self.error = describe(e)
-        if self.failing_since is None:
-            self.failing_since, self._caught_up_from = now, None
+        since = self.failing_since
+        if since is None:
+            since = self.failing_since = now
+            self._caught_up_from = None
             self.say(f"tune-smpl: the record's storage {self.uri} does not take writes since "
                      f"{time.strftime('%H:%M:%S')} ({self.error}); the sweep goes on and "
                      f"retries for up to {self.bound_s:g} s")
-        self._check_bound(now)
+        self._check_bound(now, since)
+        return since
 
     def _watchdog(self) -> None:
         """A write that has not returned within the bound counts as a failure."""
-        if self._inflight_since is not None and not self.failed:
+        inflight = self._inflight_since
+        if inflight is not None and not self.failed:
             now = self.clock()
-            if now - self._inflight_since >= self.bound_s:
-                self.failing_since = self.failing_since or self._inflight_since
+            if now - inflight >= self.bound_s:
+                since = self.failing_since = self.failing_since or inflight
                 self.error = self.error or f"a write did not return within {self.bound_s:g} s"
-                self._check_bound(now)
+                self._check_bound(now, since)
 
-    def _check_bound(self, now: float) -> None:
-        if not self.failed and now - self.failing_since >= self.bound_s:
-            self.failed_for = now - self.failing_since
+    def _check_bound(self, now: float, since: float) -> None:
+        if not self.failed and now - since >= self.bound_s:
+            self.failed_for = now - since
             self.request_stop(f"storage {self.uri}: {self.error}")
 
     def _back(self) -> None:

@@ -80,7 +80,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     drop_orphans(record)
     # From here the record is written by a thread of its own, so that a storage that fails
     # never holds up a trial (record_writer.py); the stages and the end wait for it.
-    record.writer = RecordWriter(record.storage.write_text, record.uri)
+    writer = record.writer = RecordWriter(record.storage.write_text, record.uri)
     n_startup = meta["sampler"].get("sampler_startup_trials", 0)
     db = study_file(record.storage, settings.name)
     # Each run of the command draws on: a resumed sweep re-seeded as it started would
@@ -131,9 +131,9 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     # The record's last writes, bounded (a second Ctrl-C cuts the wait for a storage that
     # fails, never the writes themselves); a storage that failed is said instead of a
     # summary the record would not back.
-    record.writer.close(lambda: STOP.hurried and record.failing)
-    failure = record.writer.failure(tuple(ledger.storage_left), ledger.storage_error)
-    unwritten, record.writer = record.writer.pending, None
+    writer.close(lambda: STOP.hurried and record.failing)
+    failure = writer.failure(tuple(ledger.storage_left), ledger.storage_error)
+    unwritten, record.writer = writer.pending, None
     if failure is None and ledger.study_error is not None:  # its disk: full or read-only
         failure = StorageFailure(record.uri, ledger.study_error, 0.0, unwritten)
     if (failure is not None and ledger.study_error is None

@@ -70,11 +70,11 @@ class SweepSettings:
         if self.warm_start_top is not None and self.warm_start_top < 1:
             raise ConfigError(f"`--warm-start-top` must be >= 1, but got "
                               f"--warm-start-top={self.warm_start_top}.")
-        for flag, value in (("--warm-start-top", self.warm_start_top),
+        for flag, given in (("--warm-start-top", self.warm_start_top),
                             ("--warm-start-storage", self.warm_start_storage)):
-            if value is not None and not self.warm_start:
+            if given is not None and not self.warm_start:
                 raise ConfigError(f"`{flag}` needs `--warm-start SWEEP`, but got {flag}="
-                                  f"{value} alone.")
+                                  f"{given} alone.")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"`--sampler` must be one of {' | '.join(SAMPLERS)}, but got "
                               f"--sampler={self.sampler!r}.")

@@ -110,6 +110,8 @@ def distributions_json(trial: optuna.trial.BaseTrial) -> dict[str, str]:
 
 def frozen(t: TrialRecord) -> optuna.trial.FrozenTrial:
     """A finished trial record as Optuna's FrozenTrial (state from its outcome)."""
+    if t.outcome is None:
+        raise ValueError(f"trial {t.key} has not ended: it has no Optuna state")
     state = TrialState[OPTUNA_STATE[t.outcome]]
     steps = {int(r["step"]): float(r[METRIC]) for r in t.reports
              if isinstance(r.get(METRIC), (int, float)) and "step" in r}

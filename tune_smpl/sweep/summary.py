@@ -112,8 +112,10 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
 
 def print_finalists(result: SweepResult) -> None:
     """The finalist stage: its runs' outcomes, then per finalist what it promised in the
-    search and what it delivered on fresh seeds."""
+    search and what it delivered on fresh seeds (nothing without a stage)."""
     stage, runs = result.stage, result.finalist_runs
+    if stage is None:
+        return
     cut = " (cut by the budget)" if stage.status == StageStatus.CUT_BY_BUDGET else ""
     print(f"finalists: the {len(stage.of)} best trial(s) x {len(stage.seed_values)} "
           f"fresh seed(s) {stage.seed_values}: {len(runs)} runs: "

@@ -104,7 +104,7 @@ def sync(record: SweepRecord, target: SweepRecorder | str, timeout_s: float = 60
     backfill(tracking, record, trials, runs)
     done = tracking.drain(timeout_s, give_up)
     tracking.stop()
-    return Synced(done and not tracking.behind, tracking.writer.writes,
+    return Synced(done and not tracking.behind, tracking.writes,
                   len(trials) + len(runs) + 1)
 
 
@@ -114,7 +114,7 @@ def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
     writer to make them; if it fell behind (a write dropped or left), queue the backfill and
     wait for it in the time left. None when MLflow has everything; else the line to print,
     naming the command that fills it in. `hurried()` (a second Ctrl-C): no wait at all."""
-    if tracking.recorder is None:
+    if tracking.recorder is None or tracking.writer is None:  # one comes with the other
         return None
     deadline = time.monotonic() + timeout_s
     if not hurried() and tracking.drain(timeout_s, hurried) and tracking.behind:

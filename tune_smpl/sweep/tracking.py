@@ -150,6 +150,11 @@ class Tracking:
     def pending(self) -> int:
         return self.writer.pending if self.writer is not None else 0
 
+    @property
+    def writes(self) -> int:
+        """The writes the store took so far."""
+        return self.writer.writes if self.writer is not None else 0
+
     def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Wait for the queued writes, at most `timeout_s` seconds; True when none is left."""
         return self.writer is None or self.writer.drain(timeout_s, give_up)
@@ -162,5 +167,5 @@ class Tracking:
     def _call(self, method, **kwargs: Any) -> None:
         """`method` (a `SweepRecorder` function) on the recorder with `kwargs`, queued."""
         inspect.signature(method).bind(self.recorder, **kwargs)  # a bug of ours: TypeError
-        if self.recorder is not None:
+        if self.recorder is not None and self.writer is not None:  # one comes with the other
             self.writer.put(method, self.recorder, **kwargs)
