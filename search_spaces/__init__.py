@@ -7,7 +7,13 @@
 Knows Optuna's trial API and SMPLConfig's fields; never imports Ray (docs/design.md, "Layout").
 """
 
-from search_spaces.define_by_run import describe, make_define_by_run, space_to_yaml
+from search_spaces.define_by_run import (
+    describe,
+    distribution,
+    distributions,
+    make_define_by_run,
+    space_to_yaml,
+)
 from search_spaces.loader import PRESET_DIR, fix, load_space, presets
 from search_spaces.spec import TYPES, ParamSpec
 
@@ -16,6 +22,8 @@ __all__ = [
     "TYPES",
     "ParamSpec",
     "describe",
+    "distribution",
+    "distributions",
     "fix",
     "load_space",
     "make_define_by_run",

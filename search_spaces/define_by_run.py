@@ -16,6 +16,7 @@ from search_spaces.spec import ParamSpec
 
 if TYPE_CHECKING:  # Ray passes a stand-in with the same suggest_* methods
     import optuna
+    from optuna.distributions import BaseDistribution
 
 
 def make_define_by_run(space: dict[str, ParamSpec]) -> DefineByRun:
@@ -38,12 +39,33 @@ class DefineByRun:
         return None
 
 
-def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+def distribution(spec: ParamSpec) -> BaseDistribution:
+    """The Optuna distribution of a param: the one mapping from a space to Optuna. The
+    define-by-run function suggests by it (so a trial records exactly this), and a warm
+    start translates the prior trials into it (tune_smpl.sweep.prior)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     if spec.type == "categorical":
-        return trial.suggest_categorical(name, list(spec.options))
+        return CategoricalDistribution(list(spec.options))
     if spec.type == "int":
-        return trial.suggest_int(name, spec.low, spec.high, log=spec.log)
-    return trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        return IntDistribution(spec.low, spec.high, log=spec.log)
+    return FloatDistribution(spec.low, spec.high, log=spec.log)
+
+
+def distributions(space: dict[str, ParamSpec]) -> dict[str, BaseDistribution]:
+    """`distribution` of every param of a space, in its order."""
+    return {name: distribution(spec) for name, spec in space.items()}
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    d = distribution(spec)
+    if isinstance(d, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(d.choices))
+    if isinstance(d, IntDistribution):
+        return trial.suggest_int(name, d.low, d.high, log=d.log)
+    return trial.suggest_float(name, d.low, d.high, log=d.log)
 
 
 def space_to_yaml(space: dict[str, ParamSpec]) -> str:

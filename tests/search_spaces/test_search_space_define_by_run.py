@@ -5,7 +5,14 @@ import math
 import optuna
 import pytest
 
-from search_spaces import ParamSpec, fix, load_space, make_define_by_run
+from search_spaces import (
+    ParamSpec,
+    distribution,
+    distributions,
+    fix,
+    load_space,
+    make_define_by_run,
+)
 from smpl_core.config import SMPLConfig
 
 TRIALS = 200
@@ -106,3 +113,24 @@ def test_suggests_only_the_space():
         ("float", "clamp_min", 1e-6, 0.99, True),  # in the space's order, ranges as given
         ("float", "clamp_max", 0.5, 1.0, False),
     ]
+
+
+@pytest.mark.parametrize("preset", ["smpl", "smpl-extended"])
+def test_a_trial_records_the_one_distribution_mapping(preset):
+    """What a define-by-run trial records is `distributions(space)` (the mapping a warm
+    start translates its prior into), knob for knob, and each is what the spec says."""
+    space = load_space(preset, BASE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    make_define_by_run(space)(trial)
+    assert trial.distributions == distributions(space)
+    for name, spec in space.items():
+        d = distribution(spec)
+        if spec.type == "categorical":
+            assert isinstance(d, optuna.distributions.CategoricalDistribution)
+            assert list(d.choices) == list(spec.choices)
+        else:
+            kind = (optuna.distributions.IntDistribution if spec.type == "int"
+                    else optuna.distributions.FloatDistribution)
+            assert isinstance(d, kind), name
+            assert (d.low, d.high, d.log) == (spec.low, spec.high, spec.log), name

@@ -28,32 +28,19 @@ from dataclasses import asdict, dataclass, field
 import optuna
 from optuna.distributions import (
     CategoricalDistribution,
-    FloatDistribution,
     IntDistribution,
     distribution_to_json,
     json_to_distribution,
 )
 from optuna.trial import TrialState, create_trial
 
+from search_spaces import distributions
 from smpl_core.errors import ConfigError
 from tune_smpl.sweep.outcome import METRIC, MODE, SCORED, score
 from tune_smpl.sweep.record import DamagedRecord, SweepRecord, TrialRecord, open_sweep
 from tune_smpl.sweep.study import PRIOR, frozen
 
 PRIOR_FILE = "prior.json"
-
-
-def distributions(space: dict) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The Optuna distribution of each knob of a space, as its define-by-run suggests it."""
-    out = {}
-    for name, spec in space.items():
-        if spec.type == "categorical":
-            out[name] = CategoricalDistribution(list(spec.choices))
-        elif spec.type == "int":
-            out[name] = IntDistribution(spec.low, spec.high, log=spec.log)
-        else:
-            out[name] = FloatDistribution(spec.low, spec.high, log=spec.log)
-    return out
 
 
 def _kind(d) -> str:
