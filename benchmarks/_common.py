@@ -4,16 +4,12 @@ shape, on the current device, and timing with device synchronisation."""
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from smpl_core.config import SMPLConfig  # noqa: E402
-from smpl_core.data import Splits  # noqa: E402
+from smpl_core.config import SMPLConfig
+from smpl_core.data import Splits
 
 SHAPES = {"wrn28_2": (3, 32, 32), "cnn": (1, 8, 8), "mlp": (2,)}
 

@@ -29,11 +29,10 @@ from pathlib import Path
 import torch
 from scipy import stats
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from smpl_core.config import SMPLConfig, load_yaml, parse_set
+from smpl_core.loop import fit, test_accuracy
 
-from smpl_core.config import SMPLConfig, load_yaml, parse_set  # noqa: E402
-from smpl_core.loop import fit, test_accuracy  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ROWS = {  # row name -> config changes
     "supervised": {"method": "supervised"},

@@ -34,9 +34,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 FAULTS = ("sigint", "sigint2", "kill_driver", "kill_worker", "kill_node", "tracking_down",
           "storage_down")
 SETUP = {"sigint": "local", "sigint2": "local", "kill_driver": "local",

@@ -47,15 +47,12 @@ import time
 from pathlib import Path
 
 import torch
+from accuracy import DATASETS, paired_ci  # benchmarks/accuracy.py, beside this script
+
+from smpl_core.config import SMPLConfig
+from smpl_core.loop import fit, test_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from accuracy import DATASETS, paired_ci  # noqa: E402
-
-from smpl_core.config import SMPLConfig  # noqa: E402
-from smpl_core.loop import fit, test_accuracy  # noqa: E402
 
 SCALES = ("raw", "per_lr", "normalised")
 CONTROLS = ("none", "shuffled", "constant")

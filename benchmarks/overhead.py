@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SLOTS = 2  # trial slots of both arms: two processes of one CPU each
 TUNE_SMPL = [sys.executable, "-m", "tune_smpl"]  # the command, in a fresh process

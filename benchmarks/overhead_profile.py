@@ -26,9 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import overhead  # noqa: E402
+import overhead
 
 MLFLOW_START = "MLflow parent run (its store opens during Ray's start)"
 # The driver's steps: (module, attribute path, label). A step nested in another counts in

@@ -19,11 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from tune_smpl.cli import main as cli  # noqa: E402
+from tune_smpl.cli import main as cli
 
 LAYOUTS = [(1, 1.0), (2, 0.5), (4, 0.25)]
 

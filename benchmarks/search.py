@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ARMS = {  # arm -> (sampler, ASHA on, warm-started from the seed's prior sweep)
     "random": ("random", False, False),

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "tracking_outage_results.jsonl"
 TRIAL = {"dataset": "digits", "steps": 600, "eval_every": 50}  # the make tune config, 12 reports

@@ -29,6 +29,7 @@ import torch
 
 from smpl_core.config import SMPLConfig
 from smpl_core.loop import fit
+from smpl_core.uri import is_uri
 from trainables.checkpoint import STATE_FILE, load_state, save_state
 
 # Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
@@ -75,7 +76,7 @@ def checkpoint_at(path_or_uri: str):
     import pyarrow.fs as pafs
     from ray import tune
 
-    if "://" not in path_or_uri:
+    if not is_uri(path_or_uri):
         return tune.Checkpoint(path_or_uri)
     fs, inner = pafs.FileSystem.from_uri(path_or_uri)
     return tune.Checkpoint(inner, filesystem=fs)
