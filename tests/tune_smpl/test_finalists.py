@@ -22,6 +22,7 @@ from tune_smpl.cli import main
 from tune_smpl.sweep import finalists
 from tune_smpl.sweep.finalists import FinalistStage, Measure, StageStatus
 from tune_smpl.sweep.record import FINALIST, TrialRecord
+from tune_smpl.sweep.summary import knob_table
 
 
 def _trial(key: str, outcome: str, vals: list[float], seed: int = 0, steps: int = 40,
@@ -92,6 +93,24 @@ def test_pick_prefers_the_best_finalist_mean_and_pairs_the_margin_by_seed():
     # a run cut by the budget is left out of its finalist's mean
     runs[4].outcome = "cut_by_budget"
     assert finalists.pick(trials, runs, stage, 40).ranked[0].n == 2
+
+
+def test_one_finalist_table_and_one_knob_table_for_every_view():
+    measured = finalists.Finalist("0001", 0.9, {1000: 0.86, 1001: 0.90, 1002: 0.83},
+                                  planned=3)
+    rows = finalists.table([measured, finalists.Finalist("0002", 0.8, planned=3)])
+    xs = [0.86, 0.90, 0.83]
+    mean, sd = float(np.mean(xs)), float(np.std(xs, ddof=1))
+    half = 4.302652729911275 * sd / math.sqrt(3)  # two-sided 97.5% t quantile, 2 df
+    assert rows == [
+        finalists.FinalistRow("0001", "0.9000", f"{mean:.4f}", f"{sd:.4f}",
+                              f"[{mean - half:.4f}, {mean + half:.4f}]", "3 of 3",
+                              f"{0.9 - mean:+.4f}", 3, True),
+        finalists.FinalistRow("0002", "0.8000", "-", "-", "-", "0 of 3", "-", 0, False)]
+    params = {"lr": 0.0123456789, "mu": 7, "feedback_sign": "paper"}
+    assert knob_table(params) == [("feedback_sign", "paper"), ("lr", "0.01235"), ("mu", "7")]
+    assert knob_table(params, ["mu", "lr", "threshold"], show=str) == [
+        ("mu", "7"), ("lr", "0.0123456789")]
 
 
 def test_without_finalists_or_a_measure_the_best_is_the_search_one_noisy_estimate():

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from tune_smpl.report import html, static
 from tune_smpl.report.data import SweepView, load_view
+from tune_smpl.sweep.finalists import table
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
-from tune_smpl.sweep.summary import fmt
+from tune_smpl.sweep.result import SweepResult
+from tune_smpl.sweep.summary import knob_table
 
 REPORT_DIR, HTML_FILE, NOTE_FILE = "report", "report.html", "description.md"
 
@@ -33,11 +35,13 @@ class Report:
     view: SweepView
 
 
-def build_report(record, out: str | Path, storage_path: str | None = None) -> Report:
-    """Write the report of `record` (a SweepRecord) into the local folder `out`."""
+def build_report(record, out: str | Path, storage_path: str | None = None,
+                 result: SweepResult | None = None) -> Report:
+    """Write the report of `record` (a SweepRecord) into the local folder `out`; from
+    `result` when the command that ran the sweep has one (else read from the record)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    view = load_view(record)
+    view = load_view(record, result)
     pngs = static.write_pngs(view, out)
     page = html.render(view, {k: p.name for k, p in pngs.items()})
     (out / HTML_FILE).write_text(page, encoding="utf-8")
@@ -63,16 +67,13 @@ def description(view: SweepView, storage_path: str) -> str:
         return "\n".join(lines) + "\n"
     lines += [f"Best `{METRIC}` **{view.best_value:.4f}**: trial `{top.key}` "
               f"({top.outcome}); {view.pick.note}.", ""]
-    ranked = [f for f in view.pick.ranked if f.values]
-    if ranked:
+    rows = [row for row in table(view.pick.ranked) if row.measured]
+    if rows:
         lines += ["| finalist | promised | delivered mean [95% CI] | seeds |", "|---|---|---|---|"]
-        for f in ranked:
-            mean, _, lo, hi = f.summary()
-            lines.append(f"| {f.key} | {f.promised:.4f} | {mean:.4f} [{lo:.4f}, {hi:.4f}] | "
-                         f"{f.n} |")
+        lines += [f"| {r.key} | {r.promised} | {r.mean} {r.ci} | {r.runs} |" for r in rows]
         lines.append("")
     lines += ["| knob | value |", "|---|---|"]
-    lines += [f"| {k} | {fmt(top.params[k])} |" for k in view.knobs if k in top.params]
+    lines += [f"| {k} | {v} |" for k, v in knob_table(top.params, view.knobs)]
     lines.append("")
     if view.importance:
         top3 = list(view.importance.items())[:3]

@@ -14,12 +14,12 @@ from plotly.offline import get_plotlyjs
 
 from tune_smpl.report import interactive
 from tune_smpl.report.data import DIAGNOSTICS, SweepView
-from tune_smpl.sweep.finalists import Measure, StageStatus
+from tune_smpl.sweep.finalists import Measure, StageStatus, table
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, counts
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import skipped
 from tune_smpl.sweep.restarts import restarts_phrase
-from tune_smpl.sweep.summary import fmt
+from tune_smpl.sweep.summary import knob_table
 
 TITLES = {
     "outcomes": ("Outcomes and the best config",
@@ -109,7 +109,7 @@ def _outcomes_body(view: SweepView) -> str:
         step = top.best_report().get("step")
         parts.append(f"<p>Best {METRIC} <b>{view.best_value:.4f}</b>: trial {_e(top.key)} "
                      f"({_e(top.outcome)}), at step {_e(step)}: {_e(view.pick.note)}.</p>")
-    parts.append(_table([(k, fmt(top.params[k])) for k in view.knobs if k in top.params],
+    parts.append(_table(knob_table(top.params, view.knobs),
                         ("searched knob", "best value"), "best-table"))
     return "".join(parts)
 
@@ -131,15 +131,8 @@ def _finalists_body(view: SweepView) -> str:
     if stage.status == StageStatus.CUT_BY_BUDGET:
         parts.append("<p class='alert' id='finalists-cut'>The time budget cut the finalist "
                      "stage: a run cut short has no final measurement.</p>")
-    rows = []
-    for f in view.pick.ranked:
-        if f.values:
-            mean, sd, lo, hi = f.summary()
-            rows.append((f.key, f"{f.promised:.4f}", f"{mean:.4f}", f"{sd:.4f}",
-                         f"[{lo:.4f}, {hi:.4f}]", f"{f.n} of {f.planned}",
-                         f"{f.promised - mean:+.4f}"))
-        else:
-            rows.append((f.key, f"{f.promised:.4f}", "-", "-", "-", f"0 of {f.planned}", "-"))
+    rows = [(r.key, r.promised, r.mean, r.sd, r.ci, r.seeds, r.optimism)
+            for r in table(view.pick.ranked)]
     parts.append(_table(rows, ("finalist", "promised (search)", "delivered mean", "sd",
                                "95% CI", "seeds", "optimism"), "finalist-table"))
     sep = view.pick.verdict.get("separation")

@@ -160,6 +160,37 @@ class Finalist:
         return out
 
 
+@dataclass(frozen=True)
+class FinalistRow:
+    """One finalist as every view's finalist table shows it (the summary, the report's
+    markdown and HTML): its cells, formatted once; "-" where it measured nothing."""
+
+    key: str
+    promised: str  # its search score, 4 decimals
+    mean: str  # delivered mean of Measure.FINAL over its seeds
+    sd: str
+    ci: str  # the 95% interval of the mean, "[low, high]"
+    seeds: str  # "n of planned": the runs that measured, of those planned
+    optimism: str  # promised minus delivered, signed
+    runs: int  # the runs that measured
+    measured: bool  # at least one run measured
+
+    @classmethod
+    def of(cls, f: Finalist) -> FinalistRow:
+        if not f.values:
+            return cls(f.key, f"{f.promised:.4f}", "-", "-", "-", f"0 of {f.planned}", "-", 0,
+                       False)
+        mean, sd, lo, hi = f.summary()
+        return cls(f.key, f"{f.promised:.4f}", f"{mean:.4f}", f"{sd:.4f}",
+                   f"[{lo:.4f}, {hi:.4f}]", f"{f.n} of {f.planned}",
+                   f"{f.promised - mean:+.4f}", f.n, True)
+
+
+def table(ranked: Iterable[Finalist]) -> list[FinalistRow]:
+    """The finalist table, best mean first (the order of `finalists`)."""
+    return [FinalistRow.of(f) for f in ranked]
+
+
 def finalists(stage: FinalistStage, trials: Iterable[TrialRecord],
               runs: Iterable[TrialRecord], steps: int) -> list[Finalist]:
     """The stage's finalists, best mean first (those without a finished run last, in the

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from tune_smpl.sweep.finalists import Measure, StageStatus, finalists
+from tune_smpl.sweep.finalists import Measure, StageStatus, finalists, table
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome, counts
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.restarts import restarts_phrase
@@ -17,6 +19,15 @@ from tune_smpl.sweep.study import PRIOR
 def fmt(v) -> str:
     """A value as the progress line, the summary and the report show it."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def knob_table(params: dict[str, Any], knobs: Iterable[str] | None = None,
+               show: Callable[[Any], str] = fmt) -> list[tuple[str, str]]:
+    """The best trial's knobs as every view's knob table shows them: (name, value), in the
+    space's order (`knobs`; names the trial lacks left out) or else sorted by name, each
+    value as `show` writes it (the summary: in full; the report: `fmt`)."""
+    names = sorted(params) if knobs is None else [k for k in knobs if k in params]
+    return [(k, show(params[k])) for k in names]
 
 
 def proposals(trials) -> str:
@@ -101,8 +112,8 @@ def print_finished(result, settings, tracking_uri: str | None) -> None:
         row = top.best_report()
         print(f"best {METRIC} {pick.value:.4f} (trial {top.key}, {top.outcome}; its best "
               f"report at step {row.get('step')}; {pick.note}):")
-    for k in sorted(top.params):
-        print(f"  {k}: {top.params[k]}")
+    for k, v in knob_table(top.params, show=str):
+        print(f"  {k}: {v}")
     print(f"export it:  tune-smpl export {settings.name} --storage-path "
           f"{shlex.quote(settings.storage_path)} -o best.yaml\n"
           f"train it:   tune-smpl train --config best.yaml --eval-test"
@@ -120,12 +131,11 @@ def print_finalists(result: SweepResult) -> None:
     print(f"finalists: the {len(stage.of)} best trial(s) x {len(stage.seed_values)} "
           f"fresh seed(s) {stage.seed_values}: {len(runs)} runs: "
           f"{_outcomes(runs, always=(Outcome.COMPLETED,))}{cut}")
-    for f in result.pick.ranked or finalists(stage, result.trials, runs, result.steps):
-        if not f.values:
-            print(f"  {f.key}: promised {f.promised:.4f}, delivered nothing "
-                  f"(0 of {f.planned} runs reached step {result.steps})")
+    for row in table(result.pick.ranked or finalists(stage, result.trials, runs,
+                                                      result.steps)):
+        if not row.measured:
+            print(f"  {row.key}: promised {row.promised}, delivered nothing "
+                  f"({row.seeds} runs reached step {result.steps})")
             continue
-        mean, sd, lo, hi = f.summary()
-        print(f"  {f.key}: promised {f.promised:.4f}, delivered {mean:.4f} +- {sd:.4f} "
-              f"[{lo:.4f}, {hi:.4f}] over {f.n} of {f.planned} seeds "
-              f"(optimism {f.promised - mean:+.4f})")
+        print(f"  {row.key}: promised {row.promised}, delivered {row.mean} +- {row.sd} "
+              f"{row.ci} over {row.seeds} seeds (optimism {row.optimism})")
