@@ -223,3 +223,36 @@ def test_report_of_an_unknown_sweep_lists_the_sweeps(tmp_path, capsys):
     assert main(["report", "nope", "--storage-path", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sweep='nope'" in err and "found: real" in err
+
+
+def test_the_report_is_built_from_the_sweep_result_when_the_command_has_one(tmp_path):
+    """A record written here (no Ray): without a result the view reads the record as it
+    stands; with the SweepResult the command has, it takes that result's trials and its
+    one pick (computed once: the same object), not a second reading of storage."""
+    from optuna.distributions import FloatDistribution, distribution_to_json
+
+    from tune_smpl.options import TuneOptions
+    from tune_smpl.plan import prepare
+    from tune_smpl.report import build_report
+    from tune_smpl.sweep.record import TrialRecord
+    from tune_smpl.sweep.result import SweepResult
+    from tune_smpl.sweep.run import new_record
+
+    plan = prepare(TuneOptions(dataset="moons", set={"steps": 40, "eval_every": 10},
+                               num_samples=2, name="r", storage_path=str(tmp_path)))
+    record = new_record(plan.settings, plan.base, plan.space, "sqlite:///unused/mlflow.db")
+    lr = distribution_to_json(FloatDistribution(0.01, 1.0, log=True))
+    trials = [TrialRecord(key=f"{n:04d}", number=n, params={"lr": 0.1 * (n + 1)},
+                          distributions={"lr": lr}, config={"seed": 0, "steps": 40},
+                          outcome="completed", reports=[{"step": 40, "val_accuracy": v}])
+              for n, v in enumerate((0.7, 0.9))]
+    for t in trials:
+        record.save_trial(t)
+    read = load_view(record)
+    assert [t.key for t in read.trials] == ["0000", "0001"] and read.best.key == "0001"
+    result = SweepResult.of_record(record, trials[:1], [])  # what a command's run holds
+    view = load_view(record, result)
+    assert view.trials == trials[:1] and view.pick is result.pick
+    assert view.best.key == "0000" and view.counts["completed"] == 1
+    rep = build_report(record, tmp_path / "out", str(tmp_path), result)
+    assert rep.view.pick is result.pick and "trial `0000`" in rep.description

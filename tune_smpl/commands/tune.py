@@ -140,7 +140,7 @@ def close(result, settings, mlflow) -> int:
     top = result.pick.trial
     # The model is read from its checkpoint by the writer, and only if the run has none.
     mlflow.end_sweep(**end_args(result), model_from=top and (lambda: _best_model(result)))
-    _publish(result.record, mlflow, settings)
+    _publish(result, mlflow, settings)
     catch_up()
     return 0 if top is not None else 1
 
@@ -152,12 +152,13 @@ def _best_model(result):
     return best_model(result)
 
 
-def _publish(record, mlflow, settings) -> None:
-    """The report into the sweep's folder and onto the parent run; prints where it is."""
+def _publish(result, mlflow, settings) -> None:
+    """The report (of the SweepResult the sweep returned) into the sweep's folder and onto
+    the parent run; prints where it is."""
     from tune_smpl.report.publish import publish
 
     try:
-        for line in publish(record, mlflow, settings.storage_path):
+        for line in publish(result.record, mlflow, settings.storage_path, result):
             print(line)
     except Exception as e:  # noqa: BLE001 - the sweep's result stands without its report
         logging.getLogger(__name__).warning(

@@ -116,10 +116,18 @@ def searched_knobs(record: SweepRecord, trials: list[TrialRecord]) -> tuple[list
     return knobs, logs
 
 
-def load_view(record: SweepRecord) -> SweepView:
+def load_view(record: SweepRecord, result: SweepResult | None = None) -> SweepView:
+    """The report's view of a sweep: with `result` (what the command's run of it returned),
+    its trials and its pick; else the record as it stands, read here (a damaged trial
+    record is left out, and said so)."""
     meta = record.meta()  # a damaged sweep.json stops the report
-    trials, damaged = record.scan()  # a damaged trial record is left out, and said so
-    runs, damaged_runs = record.scan(FINALIST)
+    damaged: list = []
+    if result is None:
+        trials, damaged = record.scan()
+        runs, damaged_runs = record.scan(FINALIST)
+        damaged += damaged_runs
+        result = SweepResult.of_record(record, trials, runs, meta)
+    trials, runs = result.trials, result.finalist_runs
     knobs, logs = searched_knobs(record, trials)
     values = {}
     for t in trials:
@@ -130,8 +138,7 @@ def load_view(record: SweepRecord) -> SweepView:
                      knobs=knobs, log_knobs=logs, study=build_study(trials, record.name),
                      values=values, ranked=rank(trials), counts=counts(trials),
                      t0=min((t.created_at for t in trials), default=0.0),
-                     damaged=damaged + damaged_runs, finalist_runs=runs,
-                     pick=SweepResult.of_record(record, trials, runs, meta).pick)
+                     damaged=damaged, finalist_runs=runs, pick=result.pick)
     view.importance, view.importance_note = importance(view)
     return view
 

@@ -25,13 +25,14 @@ def report_folder(record, scratch: str) -> Path:
     return Path(scratch)
 
 
-def publish(record, tracking, storage_path: str) -> list[str]:
-    """Write the report of `record` (a SweepRecord) and log it to the parent run through
-    `tracking` (a `tune_smpl.sweep.tracking.Tracking`); return the lines to print (where
-    the report is, the MLflow UI links)."""
+def publish(record, tracking, storage_path: str, result=None) -> list[str]:
+    """Write the report of `record` (a SweepRecord; `result`: the SweepResult the command
+    has, which the report is built from) and log it to the parent run through `tracking`
+    (a `tune_smpl.sweep.tracking.Tracking`); return the lines to print (where the report
+    is, the MLflow UI links)."""
     with tempfile.TemporaryDirectory() as scratch:
         out = report_folder(record, scratch)
-        rep = build_report(record, out, storage_path)
+        rep = build_report(record, out, storage_path, result)
         if not record.storage.local:
             for f in sorted(out.iterdir()):
                 record.storage.upload_file(f, record.name, REPORT_DIR, f.name)
