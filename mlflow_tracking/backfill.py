@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunStatus
 
-from mlflow_tracking import values as V
+from mlflow_tracking import values
 from mlflow_tracking.values import TRIAL_STATUSES
 
 SPACE_FILE = "search_space.yaml"
@@ -56,9 +56,9 @@ class Backfill:
         else:
             run = self.client.get_run(self.parent_run_id)
             tags = run.data.tags
-            new = [Param(k, v) for k, v in V.flat_params(settings).items()
+            new = [Param(k, v) for k, v in values.flat_params(settings).items()
                    if k not in run.data.params]
-            for batch in V.chunks(new, V.MAX_PARAMS_PER_BATCH):
+            for batch in values.chunks(new, values.MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(self.parent_run_id, params=batch)
                 writes += 1
             if SPACE_FILE not in {f.path for f in self.client.list_artifacts(
@@ -66,7 +66,7 @@ class Backfill:
                 self.client.log_text(self.parent_run_id, space_yaml, SPACE_FILE)
                 writes += 1
         if resumes and tags.get("resumes") != str(resumes):
-            V.set_tags(self.client, self._require_parent(), {"resumes": resumes})
+            values.set_tags(self.client, self._require_parent(), {"resumes": resumes})
             writes += 1
         return writes
 
@@ -90,19 +90,19 @@ class Backfill:
             run = self.client.get_run(run_id)
             have, writes = self._steps(run), 0
             shown = (run.data.tags.get("trial_status"), run.info.status)
-            new = [Param(k, v) for k, v in V.config_params(config)[1].items()
+            new = [Param(k, v) for k, v in values.config_params(config)[1].items()
                    if k not in run.data.params]
-            for batch in V.chunks(new, V.MAX_PARAMS_PER_BATCH):
+            for batch in values.chunks(new, values.MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(run_id, params=batch)
                 writes += 1
             changed = {k: v for k, v in tags.items() if run.data.tags.get(k) != v}
             if changed:
-                V.set_tags(self.client, run_id, changed)
+                values.set_tags(self.client, run_id, changed)
                 writes += 1
         missing = [(int(step), m, ts) for step, m, ts in reports if int(step) not in have]
-        points = [p for step, m, ts in missing for p in V.to_metrics(m, step, timestamp=ts)]
+        points = [p for step, m, ts in missing for p in values.to_metrics(m, step, timestamp=ts)]
         if points:
-            V.log_metrics(self.client, run_id, points)
+            values.log_metrics(self.client, run_id, points)
             writes += len(missing)
         self._have_steps[trial_id] = have | {step for step, _, _ in missing}
         if status is not None and shown != (status, TRIAL_STATUSES.get(status)):

@@ -35,7 +35,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
-from mlflow_tracking import values as V
+from mlflow_tracking import values
 from mlflow_tracking.backfill import SPACE_FILE, Backfill
 from mlflow_tracking.model_log import log_torch_model
 from mlflow_tracking.store import (
@@ -59,7 +59,7 @@ MAX_ERROR_TAG = 5000  # MLflow caps tag values at 8000 characters; the artifact 
 class SweepRecorder(Backfill):
     def __init__(self, tracking_uri: str, sweep_name: str, experiment_name: str | None = None,
                  artifact_location: str | None = None):
-        V.quoted(sweep_name, "sweep_name")  # it goes into search filters
+        values.quoted(sweep_name, "sweep_name")  # it goes into search filters
         self.tracking_uri = tracking_uri
         self.sweep_name = sweep_name
         self.experiment_name = experiment_name or DEFAULT_EXPERIMENT
@@ -78,7 +78,7 @@ class SweepRecorder(Backfill):
                     resume: bool = False) -> str:
         """Create the parent run, or with `resume` reopen this sweep's latest one."""
         self._experiment()
-        commit = V.git_commit()
+        commit = values.git_commit()
         parent = self._find_parents()[:1] if resume else []
         if parent:
             run = parent[0]
@@ -88,7 +88,7 @@ class SweepRecorder(Backfill):
             tags: dict[str, Any] = {"resumes": resumes}
             if commit != run.data.tags.get("git_commit"):
                 tags["git_commit_resumed"] = commit
-            V.set_tags(self.client, self.parent_run_id, tags)
+            values.set_tags(self.client, self.parent_run_id, tags)
         else:
             tags = {"sweep_name": self.sweep_name, "run_kind": "sweep", "git_commit": commit}
             if commit != "unknown":
@@ -96,7 +96,8 @@ class SweepRecorder(Backfill):
             run = self.client.create_run(self.experiment_id, run_name=self.sweep_name,
                                          tags=tags)
             self.parent_run_id = run.info.run_id
-        changed = V.log_new_params(self.client, self.parent_run_id, V.flat_params(settings))
+        changed = values.log_new_params(self.client, self.parent_run_id,
+                                        values.flat_params(settings))
         if changed:
             log.warning("sweep %s resumed with changed settings %s; MLflow keeps the first "
                         "values", self.sweep_name, ", ".join(changed))
@@ -121,12 +122,12 @@ class SweepRecorder(Backfill):
         parent = self._require_parent()
         have = self.client.get_run(parent).data
         figures = {k: v for k, v in (figures or {}).items()
-                   if not V.same_value(have.metrics.get(V.clean_name(k)), v)}
+                   if not values.same_value(have.metrics.get(values.clean_name(k)), v)}
         if figures:
-            V.log_metrics(self.client, parent, V.to_metrics(figures, step=0))
+            values.log_metrics(self.client, parent, values.to_metrics(figures, step=0))
         tags = {k: v for k, v in (tags or {}).items() if have.tags.get(k) != str(v)}
         if tags:
-            V.set_tags(self.client, parent, tags)
+            values.set_tags(self.client, parent, tags)
         if best and have.tags.get("best_trial_id") != str(best.get("trial_id") or "unknown"):
             self._log_best(parent, best)
         model_uri = have.tags.get("best_model_uri")
@@ -136,7 +137,7 @@ class SweepRecorder(Backfill):
             if model is not None:
                 model_uri = log_torch_model(self.tracking_uri, self._experiment(), parent,
                                             model)
-                V.set_tags(self.client, parent, {"best_model_uri": model_uri})
+                values.set_tags(self.client, parent, {"best_model_uri": model_uri})
         self._close(status, [parent], children_status="KILLED")
         return model_uri
 
@@ -166,18 +167,18 @@ class SweepRecorder(Backfill):
         else:
             run = self.client.get_run(run_id)
             self.client.update_run(run_id, status="RUNNING")
-            V.set_tags(self.client, run_id, tags)
+            values.set_tags(self.client, run_id, tags)
             # A trial continues from its checkpoint, which can be older than its last logged
             # report (a driver killed between the two): those steps are not logged twice.
             self._have_steps[trial_id] = self._steps(run)
         self._runs[trial_id] = run_id
-        cfg, params, problem = V.config_params(config)
-        changed = V.log_new_params(self.client, run_id, params)
+        cfg, params, problem = values.config_params(config)
+        changed = values.log_new_params(self.client, run_id, params)
         if changed:
             log.warning("trial %s reopened with changed config %s; MLflow keeps the first "
                         "values", trial_id, ", ".join(changed))
         if cfg is None:  # the trial will fail on it; its run should say why
-            V.set_tags(self.client, run_id, {"config_error": problem})
+            values.set_tags(self.client, run_id, {"config_error": problem})
         else:
             header = f"trial {trial_id} of sweep {self.sweep_name}"
             self.client.log_text(run_id, cfg.to_yaml(header=header), "config.yaml")
@@ -190,8 +191,8 @@ class SweepRecorder(Backfill):
         point); a reopened run skips the steps it has already."""
         if step in self._have_steps.get(trial_id, ()):
             return
-        V.log_metrics(self.client, self._run_of(trial_id),
-                      V.to_metrics(metrics, step, timestamp=timestamp))
+        values.log_metrics(self.client, self._run_of(trial_id),
+                      values.to_metrics(metrics, step, timestamp=timestamp))
 
     def tag_trial(self, trial_id: str, key: str, value: Any) -> None:
         self.client.set_tag(self._run_of(trial_id), key, str(value))
@@ -206,7 +207,7 @@ class SweepRecorder(Backfill):
             cut = error if len(error) <= MAX_ERROR_TAG else error[-MAX_ERROR_TAG:]
             tags["error"] = cut  # the tail: a traceback's last lines name the failure
             self.client.log_text(run_id, error, "error.txt")
-        V.set_tags(self.client, run_id, tags)
+        values.set_tags(self.client, run_id, tags)
         self.client.set_terminated(run_id, TRIAL_STATUSES[status])
 
     # --- lookups -----------------------------------------------------------------
@@ -223,14 +224,14 @@ class SweepRecorder(Backfill):
         return self.parent_run_id
 
     def _find_parents(self) -> list:
-        name = V.quoted(self.sweep_name, "sweep_name")
-        return V.search_all(self.client, self._experiment(),
+        name = values.quoted(self.sweep_name, "sweep_name")
+        return values.search_all(self.client, self._experiment(),
                             f"tags.sweep_name = {name} and tags.run_kind = 'sweep'")
 
     def _find_child(self, trial_id: str) -> str | None:
-        runs = V.search_all(self.client, self._experiment(),
+        runs = values.search_all(self.client, self._experiment(),
                             f"tags.`{PARENT_ID_TAG}` = '{self._require_parent()}' and "
-                            f"tags.trial_id = {V.quoted(trial_id, 'trial_id')}")
+                            f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
         return runs[0].info.run_id if runs else None
 
     def _run_of(self, trial_id: str) -> str:
@@ -249,23 +250,23 @@ class SweepRecorder(Backfill):
             self._find_child(trial_id) if trial_id != "unknown" else None)
         if run_id:
             tags["best_run_id"] = run_id
-        cfg, _, problem = V.smpl_config(best.get("config") or {})
+        cfg, _, problem = values.smpl_config(best.get("config") or {})
         if cfg is None:
             log.warning("best config of sweep %s not recorded: %s", self.sweep_name, problem)
         else:
             header = f"best trial {trial_id} of sweep {self.sweep_name}"
             self.client.log_text(parent, cfg.to_yaml(header=header), "best_config.yaml")
-        V.set_tags(self.client, parent, tags)
+        values.set_tags(self.client, parent, tags)
 
     def _close(self, status: str, parents: list[str], children_status: str,
                close_parent: bool = True) -> int:
         closed = 0
         for parent in parents:
-            running = V.search_all(self.client, self._experiment(),
+            running = values.search_all(self.client, self._experiment(),
                                    f"tags.`{PARENT_ID_TAG}` = '{parent}' and "
                                    f"attributes.status = 'RUNNING'")
             for run in running:
-                V.set_tags(self.client, run.info.run_id, {"trial_status": "interrupted"})
+                values.set_tags(self.client, run.info.run_id, {"trial_status": "interrupted"})
                 self.client.set_terminated(run.info.run_id, children_status)
                 closed += 1
             if close_parent and (self.client.get_run(parent).info.status ==
@@ -282,7 +283,7 @@ def find_trial_run(tracking_uri: str, sweep_name: str, trial_id: str,
     exp = client.get_experiment_by_name(experiment_name or DEFAULT_EXPERIMENT)
     if exp is None:
         return None
-    runs = V.search_all(client, exp.experiment_id,
-                        f"tags.sweep_name = {V.quoted(sweep_name, 'sweep_name')} and "
-                        f"tags.trial_id = {V.quoted(trial_id, 'trial_id')}")
+    runs = values.search_all(client, exp.experiment_id,
+                        f"tags.sweep_name = {values.quoted(sweep_name, 'sweep_name')} and "
+                        f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
     return runs[0].info.run_id if runs else None

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from smpl_core.errors import ConfigError
-from tune_smpl.sweep import record_writer as W
+from tune_smpl.sweep import record_writer
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.storage import SweepStorage
 
@@ -43,7 +43,7 @@ class Storage:
 
 def _writer(storage, bound_s=5.0):
     said, stops = [], []
-    w = W.RecordWriter(storage.write, URI, bound_s=bound_s, say=said.append,
+    w = record_writer.RecordWriter(storage.write, URI, bound_s=bound_s, say=said.append,
                        request_stop=stops.append, first_wait_s=0.01, max_wait_s=0.05)
     return w, said, stops
 
@@ -145,15 +145,16 @@ def test_give_up_ends_a_flush_at_once():
 
 
 def test_retry_bound_from_the_environment(monkeypatch):
-    monkeypatch.delenv(W.RETRY_ENV, raising=False)
-    assert W.retry_s() == 120.0
-    monkeypatch.setenv(W.RETRY_ENV, "4.5")
-    assert W.retry_s() == 4.5
+    monkeypatch.delenv(record_writer.RETRY_ENV, raising=False)
+    assert record_writer.retry_s() == 120.0
+    monkeypatch.setenv(record_writer.RETRY_ENV, "4.5")
+    assert record_writer.retry_s() == 4.5
     for bad in ("0", "-3", "soon"):
-        monkeypatch.setenv(W.RETRY_ENV, bad)
-        with pytest.raises(ConfigError, match=rf"^`{W.RETRY_ENV}` must be a number of "
-                                              rf"seconds > 0, but got {W.RETRY_ENV}='{bad}'"):
-            W.retry_s()
+        monkeypatch.setenv(record_writer.RETRY_ENV, bad)
+        env = record_writer.RETRY_ENV
+        with pytest.raises(ConfigError, match=rf"^`{env}` must be a number of "
+                                              rf"seconds > 0, but got {env}='{bad}'"):
+            record_writer.retry_s()
 
 
 def test_a_trial_error_that_came_through_the_storage():
@@ -162,7 +163,8 @@ def test_a_trial_error_that_came_through_the_storage():
               "OSError: [Errno 28] No space left on device")
     own = ("ray::ImplicitFunc.train() (pid=9)\n  File \"/x/smpl_core/loop.py\", line 3\n"
            "OSError: [Errno 2] No such file or directory: 'data/cifar'")
-    assert W.storage_error(upload) and not W.storage_error(own) and not W.storage_error(None)
+    assert record_writer.storage_error(upload)
+    assert not record_writer.storage_error(own) and not record_writer.storage_error(None)
 
 
 def test_the_record_goes_through_its_writer_while_a_sweep_runs(tmp_path):
@@ -197,7 +199,7 @@ def test_the_commands_storage_line_for_each_case():
     err = "OSError: [Errno 28] No space left on device"
 
     def line(**kw):
-        f = W.StorageFailure(**{"uri": URI, "error": err, "seconds": 120.4, **kw})
+        f = record_writer.StorageFailure(**{"uri": URI, "error": err, "seconds": 120.4, **kw})
         return storage_line(SimpleNamespace(storage_failure=f), settings)
 
     assert line() == (f"tune-smpl: the record's storage {URI} failed for 120 s ({err}); the "
@@ -230,10 +232,10 @@ def test_the_interrupted_summary_says_what_the_record_lacks(capsys):
 def test_a_bad_retry_bound_stops_the_command_before_ray_starts(tmp_path, monkeypatch, capsys):
     from tune_smpl.cli import main
 
-    monkeypatch.setenv(W.RETRY_ENV, "never")
+    monkeypatch.setenv(record_writer.RETRY_ENV, "never")
     rc = main(["tune", "--name", "bad", "--storage-path", str(tmp_path / "runs"),
                "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err == [f"tune-smpl: error: `{W.RETRY_ENV}` must be a number of "
-                               f"seconds > 0, but got {W.RETRY_ENV}='never'."]
+    assert rc == 2 and err == [f"tune-smpl: error: `{record_writer.RETRY_ENV}` must be a number of "
+                               f"seconds > 0, but got {record_writer.RETRY_ENV}='never'."]
     assert not (tmp_path / "runs" / "bad").exists()

@@ -11,7 +11,7 @@ import threading
 import pytest
 from ray import exceptions as rx
 
-from tune_smpl.sweep import restarts as R
+from tune_smpl.sweep import restarts
 from tune_smpl.sweep.record import TrialRecord
 
 OLD, NEW = "a" * 56, "b" * 56  # node ids: where the trial ran, where it runs again
@@ -52,32 +52,32 @@ class Cluster:
 
 def _notices(cluster, window_s=1000.0):
     said, saved = [], []
-    return R.RestartNotices(saved.append, said.append, cluster, window_s), said, saved
+    return restarts.RestartNotices(saved.append, said.append, cluster, window_s), said, saved
 
 
 def test_error_file_gives_its_newest_failure_and_its_own_line():
     text = _file("RuntimeError: first", str(UNAVAILABLE))
-    assert R.last_failure(text) == str(UNAVAILABLE)
-    assert R.error_line(str(_task_error())) == "ValueError: lr must be finite"
-    assert R.error_line("one\ntwo") == "one" and R.error_line("") == "unknown error"
+    assert restarts.last_failure(text) == str(UNAVAILABLE)
+    assert restarts.error_line(str(_task_error())) == "ValueError: lr must be finite"
+    assert restarts.error_line("one\ntwo") == "one" and restarts.error_line("") == "unknown error"
 
 
 @pytest.mark.parametrize(("error", "text", "alive", "cause"), [
-    (rx.NodeDiedError("node 10.0.0.3 died"), "", None, R.NODE_DIED),
-    (rx.LocalRayletDiedError(), "", True, R.NODE_DIED),
-    (None, NODE_TEXT, True, R.NODE_DIED),  # no pickled error: its text says so
-    (UNAVAILABLE, "", False, R.NODE_DIED),  # after a node loss
+    (rx.NodeDiedError("node 10.0.0.3 died"), "", None, restarts.NODE_DIED),
+    (rx.LocalRayletDiedError(), "", True, restarts.NODE_DIED),
+    (None, NODE_TEXT, True, restarts.NODE_DIED),  # no pickled error: its text says so
+    (UNAVAILABLE, "", False, restarts.NODE_DIED),  # after a node loss
     (UNAVAILABLE, "", None, None),  # the cluster has not ruled on the node yet
-    (UNAVAILABLE, "", True, R.PROCESS_DIED),
-    (rx.ActorDiedError(), WORKER_DIED, True, R.PROCESS_DIED),
-    (rx.RayActorError(), "", True, R.PROCESS_DIED),
-    (rx.WorkerCrashedError(), "", True, R.PROCESS_DIED),
+    (UNAVAILABLE, "", True, restarts.PROCESS_DIED),
+    (rx.ActorDiedError(), WORKER_DIED, True, restarts.PROCESS_DIED),
+    (rx.RayActorError(), "", True, restarts.PROCESS_DIED),
+    (rx.WorkerCrashedError(), "", True, restarts.PROCESS_DIED),
     (_task_error(), "", True, "ValueError: lr must be finite"),
     (None, "ray::ImplicitFunc.train()\nTraceback (most recent call last):\nOSError: disk", None,
      "OSError: disk"),
 ])
 def test_the_cause_from_rays_error(error, text, alive, cause):
-    assert R.classify(error, text, alive) == cause
+    assert restarts.classify(error, text, alive) == cause
 
 
 def test_a_lost_node_is_said_at_once_when_its_raylet_is_gone():
@@ -139,7 +139,7 @@ def test_after_the_window_an_unanswering_node_counts_as_alive():
     cluster = Cluster()
     cluster.alive[OLD] = None
     notices, said, _ = _notices(cluster, window_s=0.0)
-    notices.pending.append(R._Pending("0002", {"step": 60}, UNAVAILABLE, "", OLD,
+    notices.pending.append(restarts._Pending("0002", {"step": 60}, UNAVAILABLE, "", OLD,
                                       new_node=NEW))
     notices.poll(force=True)
     assert said == ["trial 0002 restarted from step 60 on another node: its process died"]
@@ -176,11 +176,12 @@ def _trial(key, *causes, restarts=None):
 def test_the_summary_counts_restarts_with_their_causes():
     trials = [_trial("0003", "node died"), _trial("0004"),
               _trial("0005", "process died", "node died"), _trial("0006", restarts=1)]
-    assert R.restarts_phrase(trials) == (
+    assert restarts.restarts_phrase(trials) == (
         "4 restarts (trial 0003: node died; trial 0005: process died, node died; "
         "trial 0006: unknown)")
-    assert R.restarts_phrase([_trial("0001", "node died")]) == "1 restart (trial 0001: node died)"
-    assert R.restarts_phrase([_trial("0001")]) is None
+    assert restarts.restarts_phrase([_trial("0001", "node died")]) == (
+        "1 restart (trial 0001: node died)")
+    assert restarts.restarts_phrase([_trial("0001")]) is None
 
 
 def test_record_round_trips_the_restart_log():
@@ -189,9 +190,9 @@ def test_record_round_trips_the_restart_log():
 
 
 def test_rays_driver_messages_go_to_the_log_file(tmp_path, capsys):
-    path = tmp_path / "sweep" / R.LOG_NAME
+    path = tmp_path / "sweep" / restarts.LOG_NAME
     tune_log = logging.getLogger("ray.tune.execution.tune_controller")
-    R.route_ray_messages(path)
+    restarts.route_ray_messages(path)
     try:
         raise rx.ActorUnavailableError("Socket closed", b"\x02" * 16)
     except rx.RayActorError as e:
@@ -209,11 +210,11 @@ def test_rays_driver_messages_go_to_the_log_file(tmp_path, capsys):
     assert "ray.exceptions.ActorUnavailableError" in text and "Last sync command" in text
     assert "(raylet) The node with node id: x has been marked dead" in text
     # A second sweep in the process: its own log; the handlers are not doubled.
-    other = tmp_path / "other" / R.LOG_NAME
-    R.route_ray_messages(other)
+    other = tmp_path / "other" / restarts.LOG_NAME
+    restarts.route_ray_messages(other)
     tune_log.error("second", exc_info=ValueError("v"))
     assert "second" in other.read_text() and "second" not in path.read_text()
-    ours = [h for h in logging.getLogger("ray.tune").handlers if h in R._HANDLERS]
+    ours = [h for h in logging.getLogger("ray.tune").handlers if h in restarts._HANDLERS]
     assert len(ours) == 2  # not doubled by the second sweep
     assert not logging.getLogger("ray.tune").propagate
 
@@ -222,7 +223,7 @@ def _listener(node: str) -> None:
     """Ray's error listener thread prints a dead node's notice to stdout."""
     def listener():
         print(f"\x1b[33m(raylet)\x1b[0m The node with node id: {node} has been marked dead")
-    t = threading.Thread(target=listener, name=R.RAY_PRINTERS[0])
+    t = threading.Thread(target=listener, name=restarts.RAY_PRINTERS[0])
     t.start()
     t.join()
 
@@ -249,7 +250,7 @@ def test_alive_nodes_asks_a_listed_nodes_raylet(monkeypatch):
               "NodeManagerPort": gone}]
     monkeypatch.setattr(ray, "nodes", lambda: table)
     try:
-        got = R.alive_nodes({"up", "killed", "dead"})
+        got = restarts.alive_nodes({"up", "killed", "dead"})
     finally:
         listening.close()
     assert got == {"up": True, "killed": False, "dead": False, "unprobed": True}
