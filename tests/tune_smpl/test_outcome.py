@@ -10,7 +10,7 @@ import pytest
 from mlflow_tracking.values import TRIAL_STATUSES
 from tune_smpl.sweep.finalists import Measure, StageStatus
 from tune_smpl.sweep.outcome import OPTUNA_STATE, OUTCOMES, SCORED, Outcome, best, decide, rank
-from tune_smpl.sweep.record import TrialRecord
+from tune_smpl.sweep.record import SweepStatus, TrialRecord
 from tune_smpl.sweep.storage import SweepStorage
 
 
@@ -39,7 +39,8 @@ def test_the_enums_are_the_strings_the_record_and_mlflow_have_always_held():
     assert [s.value for s in StageStatus] == ["planned", "interrupted", "cut_by_budget", "done"]
     assert [m.value for m in Measure] == ["final val_accuracy at steps",
                                          "best val_accuracy report of a search trial"]
-    for member in [*Outcome, *StageStatus, *Measure]:
+    assert [s.value for s in SweepStatus] == ["new", "running", "finished", "interrupted"]
+    for member in [*Outcome, *StageStatus, *Measure, *SweepStatus]:
         assert json.dumps(member) == json.dumps(member.value)
         assert json.dumps({member: 1}) == json.dumps({member.value: 1})
         assert str(member) == f"{member}" == member.value

@@ -118,6 +118,7 @@ def close(result, settings, mlflow) -> int:
     Exit 130 when interrupted, 1 when no trial gave a measurement, else 0; 75 (EX_TEMPFAIL)
     when the record's storage failed (its one line instead of the summary: the record
     would not back one)."""
+    from tune_smpl.sweep.record import SweepStatus
     from tune_smpl.sweep.stop import STOP
     from tune_smpl.sweep.sync import end_args, finish
 
@@ -131,7 +132,7 @@ def close(result, settings, mlflow) -> int:
         with contextlib.suppress(OSError):  # a backfill reads the record: maybe not now
             catch_up()
         return EX_TEMPFAIL
-    if result.status == "interrupted":  # a Ctrl-C now is only counted (stop.py)
+    if result.status == SweepStatus.INTERRUPTED:  # a Ctrl-C now is only counted (stop.py)
         summary.print_interrupted(result, settings)
         mlflow.end_sweep(**end_args(result))
         catch_up()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from smpl_core.errors import ConfigError
@@ -44,6 +45,15 @@ _PREFIX = {SEARCH: "trial_", FINALIST: "finalist_"}
 
 def folder_of(key: str, role: str = SEARCH) -> str:
     return f"{_PREFIX[role]}{key}"
+
+
+class SweepStatus(StrEnum):
+    """sweep.json's `status` (a `StrEnum`: the record holds the same strings as before)."""
+
+    NEW = "new"  # claimed, no run of the command has started it yet
+    RUNNING = "running"  # a command runs it (or was killed while it did)
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"  # stopped (Ctrl-C, a storage that failed): `--resume` it
 
 
 class DamagedRecord(ConfigError):

@@ -27,7 +27,7 @@ class SweepResult:
 
     record: SweepRecord
     trials: list[TrialRecord]  # every search trial of the sweep, by number
-    status: str  # finished | interrupted (| running, for a record read as it stands)
+    status: str  # a SweepStatus: finished | interrupted (| new, running: read as it stands)
     wall_s: float  # the sweep's wall time over all the command's runs of it
     left: list[TrialRecord]  # the unfinished (interrupted) trials and runs; empty when finished
     steps: int = 0  # a full trial's steps (a finalist run's measure is taken there)

@@ -24,7 +24,7 @@ from tune_smpl.sweep import prior
 from tune_smpl.sweep.finalists import FinalistStage, StageStatus, plan, run_key
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.outcome import METRIC, MODE, Outcome
-from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord
+from tune_smpl.sweep.record import FINALIST, SweepRecord, SweepStatus, TrialRecord
 from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure
 from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
 from tune_smpl.sweep.result import SweepResult
@@ -59,7 +59,8 @@ def new_record(settings: SweepSettings, base: SMPLConfig, space: dict,
     record = SweepRecord(SweepStorage(settings.storage_path), settings.name)
     n_startup = startup_trials(settings.num_samples, settings.max_concurrent)
     meta = {"settings": asdict(settings), "base": base.to_dict(),
-            "tracking_uri": tracking_uri, "status": "new", "wall_s": 0.0, "runs": 0,
+            "tracking_uri": tracking_uri, "status": str(SweepStatus.NEW), "wall_s": 0.0,
+            "runs": 0,
             "metric": METRIC, "mode": MODE,
             "sampler": sampler_settings(settings.sampler, settings.seed, n_startup, counted(
                 settings.sampler, [t.state for t in warm.trials] if warm else []))}
@@ -98,7 +99,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
                     deadline=deadline, tracking=tracking, restore=restore, finalists=runs,
                     n_prior=n_prior)
     tracking.reconcile(trials + runs)
-    meta.update(status="running", runs=meta["runs"] + 1)
+    meta.update(status=str(SweepStatus.RUNNING), runs=meta["runs"] + 1)
     record.save_meta(meta)
     remaining = settings.num_samples - sum(t.finished for t in trials)
     t0 = time.time()
@@ -126,7 +127,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
             StageStatus.INTERRUPTED if stopped else StageStatus.CUT_BY_BUDGET
             if any(t.outcome == Outcome.CUT_BY_BUDGET for t in runs) else StageStatus.DONE)
     meta["wall_s"] += time.time() - t0
-    meta["status"] = "interrupted" if stopped else "finished"
+    meta["status"] = str(SweepStatus.INTERRUPTED if stopped else SweepStatus.FINISHED)
     record.save_meta(meta)
     # The record's last writes, bounded (a second Ctrl-C cuts the wait for a storage that
     # fails, never the writes themselves); a storage that failed is said instead of a
@@ -143,7 +144,7 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
         # finished, complete, and the command says so too (the writer said it caught up).
         failure = None
     if failure is not None:
-        meta["status"], stopped = "interrupted", True
+        meta["status"], stopped = str(SweepStatus.INTERRUPTED), True
     if not stopped and not record.storage.local:
         _copy_study(record, study_file(record.storage, settings.name))
     return SweepResult(record, sorted(ledger.trials.values(), key=lambda t: t.number),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from mlflow_tracking import SweepRecorder
 from trainables import load_model
-from tune_smpl.sweep.record import SweepRecord, TrialRecord
+from tune_smpl.sweep.record import SweepRecord, SweepStatus, TrialRecord
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.tracking import Tracking, sweep_params
@@ -36,11 +36,13 @@ def end_args(result: SweepResult) -> dict:
     """The parent run's end as `close` logs it (Tracking.end_sweep's keywords, but the
     model): an interrupted sweep ends KILLED; a finished one FINISHED with its figures, its
     best (the pick) and how the best was measured."""
-    if result.status != "finished":
-        return {"status": "KILLED", "sweep_status": "interrupted", "figures": {}}
+    if result.status != SweepStatus.FINISHED:
+        return {"status": "KILLED", "sweep_status": str(SweepStatus.INTERRUPTED),
+                "figures": {}}
     pick = result.pick
     top = pick.trial
-    return {"status": "FINISHED", "sweep_status": "finished", "figures": result.figures(),
+    return {"status": "FINISHED", "sweep_status": str(SweepStatus.FINISHED),
+            "figures": result.figures(),
             "best": top and {"trial_id": top.key, "config": top.config},
             "measure": pick.measure}
 
@@ -78,8 +80,8 @@ def backfill(tracking: Tracking, record: SweepRecord, trials: list[TrialRecord] 
     tracking.sync_sweep(sweep_params(settings, meta["sampler"], meta.get("warm_start")),
                         record.space_yaml(), resumes=max(0, meta["runs"] - 1))
     tracking.reconcile(result.trials + result.finalist_runs)
-    if meta["status"] in ("finished", "interrupted"):
-        finished = result.status == "finished" and result.pick.trial is not None
+    if meta["status"] in (SweepStatus.FINISHED, SweepStatus.INTERRUPTED):
+        finished = result.status == SweepStatus.FINISHED and result.pick.trial is not None
         tracking.end_sweep(**end_args(result),
                            model_from=(lambda: best_model(result)) if finished else None)
 
