@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-import chaos_faults as F
-import chaos_invariants as I
+import chaos_faults as faults
+import chaos_invariants as invariants
 from chaos import MODES, SETUP
 
 TUNE = [sys.executable, "-m", "tune_smpl"]
@@ -62,7 +62,7 @@ class Command:
         except subprocess.TimeoutExpired:
             self.rc = None
         self.end = time.time()
-        F.kill_group(self.proc.pid)  # what the command left (its Ray, when killed)
+        faults.kill_group(self.proc.pid)  # what the command left (its Ray, when killed)
         self.proc.wait(timeout=60)
         self.reader.join(timeout=10)
 
@@ -98,7 +98,7 @@ class Runner:
     def has_sync(self) -> bool:
         if self._sync is None:
             done = subprocess.run([*TUNE, "sync", "--help"], capture_output=True,
-                                  env=F.command_env(None), timeout=120)
+                                  env=faults.command_env(None), timeout=120)
             self._sync = done.returncode == 0
         return self._sync
 
@@ -107,21 +107,22 @@ class Runner:
         runs, sqlite = d / "runs", f"sqlite:///{d}/mlflow.db"
         ctx = {"storage": str(runs), "tracking": sqlite, "extra": ["--num-cpus", "2"],
                "resume_extra": [], "study": runs / name / "optuna.db",
-               "read": lambda: I.read_local(runs / name)}
+               "read": lambda: invariants.read_local(runs / name)}
         if setup == "http":
             if self.mlflow is None:
-                self.mlflow = F.MlflowServer(self.work / "mlflow_server")
+                self.mlflow = faults.MlflowServer(self.work / "mlflow_server")
                 self.mlflow.start()
             ctx["tracking"] = self.mlflow.uri
         elif setup == "s3":
             if self.s3 is None:
-                self.s3 = F.S3(self.work / "moto")
+                self.s3 = faults.S3(self.work / "moto")
             folder = d.name
             ctx["storage"] = self.s3.uri(folder)
-            ctx["read"] = lambda: I.read_bucket(self.s3.client, F.S3.BUCKET, f"{folder}/{name}")
+            ctx["read"] = lambda: invariants.read_bucket(self.s3.client, faults.S3.BUCKET,
+                                                         f"{folder}/{name}")
         elif setup == "cluster":
             if self.cluster is None:
-                self.cluster = F.Cluster(self.work / "cluster", f"cc{os.getpid()}")
+                self.cluster = faults.Cluster(self.work / "cluster", f"cc{os.getpid()}")
             more = ["--address", self.cluster.address, "--shared-storage"]
             ctx["extra"] = [*more, "--cpus-per-trial", "1"]
             ctx["resume_extra"] = more
@@ -131,7 +132,7 @@ class Runner:
         if setup == "cluster":
             return self.cluster.env
         self.count += 1
-        return F.command_env(f"/tmp/rt_c{os.getpid()}_{self.count}")
+        return faults.command_env(f"/tmp/rt_c{os.getpid()}_{self.count}")
 
     # --- a round ----------------------------------------------------------------------
     def run(self, spec: dict) -> dict:
@@ -177,24 +178,25 @@ class Runner:
                 sync.finish(m["timeout"])
                 runs.append((sync, "sync", (0,)))
             else:
-                violations.append(I.violation("mlflow_agrees", "MLflow was away when the "
-                                              "sweep ended and there is no `tune-smpl sync`"))
+                violations.append(invariants.violation(
+                    "mlflow_agrees", "MLflow was away when the sweep ended and there is no "
+                                     "`tune-smpl sync`"))
         for c, role, allowed in runs:
-            violations += I.check_exit(c.rc, allowed, f"{role} command")
-            violations += I.check_output(c.out, f"{role} command")
+            violations += invariants.check_exit(c.rc, allowed, f"{role} command")
+            violations += invariants.check_output(c.out, f"{role} command")
         views = _read(ctx)
-        views["study"] = I.read_study(ctx["study"], name)  # on the driver for a bucket
-        views["mlflow"] = I.read_mlflow(ctx["tracking"], name)
+        views["study"] = invariants.read_study(ctx["study"], name)  # on the driver for a bucket
+        views["mlflow"] = invariants.read_mlflow(ctx["tracking"], name)
         rec = views["record"]
-        violations += I.check_views(views, m["trials"])
+        violations += invariants.check_views(views, m["trials"])
         for snap in snapshots:
-            violations += I.check_history(snap, rec)
+            violations += invariants.check_history(snap, rec)
         last_tune = [c for c, role, _ in runs if role != "sync"][-1]
         summary = last_tune.out if f"sweep {name} finished:" in last_tune.out else None
         export = _in_process(["export", name, "--storage-path", ctx["storage"]], violations)
         _in_process(["report", name, "--storage-path", ctx["storage"], "-o", str(d / "rep")],
                     violations)
-        violations += I.check_best_text(rec, summary, export)
+        violations += invariants.check_best_text(rec, summary, export)
         if fault is not None:
             violations += fault.check([c for c, _, _ in runs], rec, summary)
         if setup == "cluster" and self.cluster.worker is None:
@@ -226,7 +228,7 @@ def _code_state() -> str:
     """The commit the rounds ran on, `+changes` when the product code had uncommitted
     edits (the tree is shared with the engineers building the fault handling)."""
     def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=F.REPO, capture_output=True, text=True,
+        return subprocess.run(["git", *a], cwd=faults.REPO, capture_output=True, text=True,
                               timeout=30).stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "tune_smpl", "mlflow_tracking", "trainables",
@@ -253,8 +255,8 @@ def _in_process(argv: list[str], violations: list) -> str | None:
     except BaseException as e:  # noqa: BLE001 - counted, not raised
         rc = f"{type(e).__name__}: {e}"
     if rc != 0:
-        violations.append(I.violation("export_report", f"`{argv[0]}` gave {rc}: "
-                                      f"{err.getvalue()[-300:]}"))
+        violations.append(invariants.violation("export_report", f"`{argv[0]}` gave {rc}: "
+                                               f"{err.getvalue()[-300:]}"))
         return None
     return out.getvalue()
 
@@ -309,7 +311,7 @@ class Fault:
             self.finished_at_signal = bool(meta and meta.get("status") == "finished")
             self.what = f"SIGINT at {at:.1f} s"
         elif k == "kill_driver":
-            F.kill_group(pid)
+            faults.kill_group(pid)
             self.what = f"SIGKILL of the driver's group at {at:.1f} s"
         elif k in ("kill_worker", "kill_node"):
             steps, every = (int(s.split("=")[1]) for s in self.runner.m["sets"])
@@ -386,29 +388,32 @@ class Fault:
         if self.signals and first.rc is not None:
             took, limit = first.end - self.signals[-1], 30 if self.kind == "sigint2" else 120
             if took > limit:
-                out.append(I.violation("exit_status", f"exited {took:.0f} s after the last "
-                                                      f"Ctrl-C (limit {limit} s)"))
+                out.append(invariants.violation(
+                    "exit_status", f"exited {took:.0f} s after the last Ctrl-C (limit {limit} s)"))
         if self.kind in ("kill_worker", "kill_node"):
             text = "".join(c.out for c in cmds)
             restarted = sorted(k for k, t in rec.items() if t.get("restarts", 0) >= 1)
             if not restarted:
-                out.append(I.violation("restart_told", f"no trial counts a restart after "
-                                                       f"{self.what}"))
-            pattern = I.NODE_RE if self.kind == "kill_node" else I.RESTART_RE
+                out.append(invariants.violation("restart_told", f"no trial counts a restart "
+                                                                f"after {self.what}"))
+            pattern = invariants.NODE_RE if self.kind == "kill_node" else invariants.RESTART_RE
             for k in restarted:
                 if not re.search(pattern.format(key=k), text):
-                    out.append(I.violation("restart_told", f"no line `{pattern.format(key=k)}`"))
+                    out.append(invariants.violation("restart_told",
+                                                    f"no line `{pattern.format(key=k)}`"))
             if summary is not None and restarted and not re.search(r"\d+ restart", summary):
-                out.append(I.violation("restart_told", "the summary does not count restarts"))
+                out.append(invariants.violation("restart_told",
+                                                "the summary does not count restarts"))
         if self.kind == "tracking_down":
             during = [r for t in rec.values() for r in t.get("reports", [])
                       if self.down_at + 1 < r.get("reported_at", 0) < self.up_at]
-            n = len(re.findall(I.UNREACHABLE_RE, first.out))
+            n = len(re.findall(invariants.UNREACHABLE_RE, first.out))
             if during and n != 1 or n > 1:
-                out.append(I.violation("output", f"{n} 'MLflow ... unreachable since' lines "
-                                       f"({len(during)} reports while it was down)"))
+                out.append(invariants.violation(
+                    "output", f"{n} 'MLflow ... unreachable since' lines "
+                              f"({len(during)} reports while it was down)"))
         if self.kind == "storage_down" and first.rc == 75:
             root = self.ctx["storage"].split("?")[0]
             if not any(root in ln for ln in first.out.splitlines()):
-                out.append(I.violation("output", f"exit 75 without a line naming {root}"))
+                out.append(invariants.violation("output", f"exit 75 without a line naming {root}"))
         return out
