@@ -30,7 +30,7 @@ from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.resume import drop_orphans, restart_points, settle_done
 from tune_smpl.sweep.settings import SweepSettings
-from tune_smpl.sweep.stop import STOP
+from tune_smpl.sweep.stop import STOP, StopRequested
 from tune_smpl.sweep.storage import SweepStorage
 from tune_smpl.sweep.study import (
     STUDY_FILE,
@@ -167,7 +167,7 @@ def _stage(ledger: Ledger, work, finalist_stage: bool = False
         ledger.record.flush(lambda: STOP.requested and ledger.record.failing)
         STOP.check()
         work()
-    except KeyboardInterrupt:  # raised by STOP.check at a safe point, never mid-write
+    except (StopRequested, KeyboardInterrupt):  # STOP.check at a safe point, never mid-write
         interrupted = True
     left = ledger.settle(interrupted, finalists=finalist_stage)
     return left, interrupted or bool(left)

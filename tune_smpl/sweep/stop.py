@@ -6,8 +6,12 @@ then waited on the lock that the cut transaction still held (`database is locked
 command installs `STOP.sigint` as its SIGINT handler, which only counts the request. The
 sweep takes it at points where no write is open: the start of each step of Ray's loop
 (`callbacks.LedgerCallback.on_step_begin`) and the start of each stage (`run.run_sweep`);
-there `check()` raises `KeyboardInterrupt`, and the ledger marks the unfinished trials
-interrupted.
+there `check()` raises `StopRequested`, and the ledger marks the unfinished trials
+interrupted. It is an `Exception`, not a `KeyboardInterrupt`: Ray Tune's loop ends its
+trials' actors on an `Exception` only (`tune.run`: `except Exception: runner.cleanup()`),
+and an actor left running holds its CPUs and GPU share in a Ray that outlives the sweep
+(a notebook's second `tune_smpl.tune`, a test module's Ray), where the next sweep's trials
+would then wait for ever.
 
 - The first request: stop asking for trials, end the running ones as interrupted, close
   (summary, MLflow's parent run KILLED), exit 130.
@@ -27,6 +31,10 @@ import signal
 import sys
 import threading
 import time
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Raised at a safe point once a stop was requested (its reason as the message)."""
 
 
 class StopRequests:
@@ -62,9 +70,9 @@ class StopRequests:
         return self.reasons[0] if self.reasons else None
 
     def check(self) -> None:
-        """At a safe point: raise KeyboardInterrupt if a stop was requested."""
+        """At a safe point: raise StopRequested if a stop was requested."""
         if self.count:
-            raise KeyboardInterrupt(self.reason)
+            raise StopRequested(self.reason)
 
     def sigint(self, signum, frame) -> None:
         """The SIGINT handler: a request, nothing raised here (see the module docstring)."""
