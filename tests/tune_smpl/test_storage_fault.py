@@ -71,10 +71,10 @@ class Fault:
         self.window[1] = time.time()
 
 
-def _tune(root: Path, name: str, *args: str) -> list[str]:
+def _tune(root: Path, name: str, *args: str, sets: list[str] = SETS) -> list[str]:
     return ["tune", "--name", name, "--storage-path", str(root / "runs"), "--tracking-uri",
             f"sqlite:///{root}/mlflow.db", "--gpus-per-trial", "0", "--sampler", "random",
-            "--grace-period", "10", *args, *sum((["--set", s] for s in SETS), [])]
+            "--grace-period", "10", *args, *sum((["--set", s] for s in sets), [])]
 
 
 def _off_after(fault: Fault, cond, delay: float) -> threading.Thread:
@@ -119,15 +119,17 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
     sweep, uri = tmp_path / "runs" / "down", f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("TUNE_SMPL_STORAGE_RETRY_S", "3")
     # From a write early in the first trials (the sweep's first few: its meta, the first
-    # trials' starts and reports), so that the bound passes while they train: no trial is
-    # stopped early (grace period past the last report) and there are three.
+    # trials' starts and reports), so that the bound passes while they train: trials of
+    # 10 reports (a few seconds each on an idle machine: 60 steps took 2 s, and the bound
+    # passed after the last), none stopped early (grace period past the last report).
     fault = Fault(sweep, start=random.Random(75).randint(4, 9))
     monkeypatch.setattr(SweepStorage, "write_text", fault.write_text)
     STOP.reset()  # an earlier test's requests are not this one's
     if back == "during the last tries":  # once the writer has asked the sweep to stop
         _off_after(fault, lambda: any(r.startswith("storage ") for r in STOP.reasons), 1.0)
+    long = [*SETS, "steps=300", "eval_every=30"]
     args = _tune(tmp_path, "down", "--num-samples", "3", "--max-concurrent", "2",
-                 "--grace-period", "60")
+                 "--grace-period", "300", sets=long)
     t0 = time.monotonic()
     rc = main(args)
     took = time.monotonic() - t0
@@ -158,7 +160,7 @@ def test_an_outage_past_the_bound_exits_75_and_resume_finishes(ray_local, tmp_pa
         before = views.record(sweep)
         assert any(t["outcome"] is None for t in before.values())
 
-    assert main(_tune(tmp_path, "down", "--resume")) == 0
+    assert main(_tune(tmp_path, "down", "--resume", sets=long)) == 0
     out = capsys.readouterr().out
     after = views.check_finished(sweep, uri, trials=3, summary=out)
     views.history_kept(before, after)
