@@ -118,6 +118,9 @@ def test_without_finalists_or_a_measure_the_best_is_the_search_one_noisy_estimat
     pick = finalists.pick(trials, [], None, 40)
     assert pick.trial.key == "0000" and pick.value == 0.95 and pick.measure == Measure.SEARCH
     assert "one noisy estimate" in pick.note and "--finalists" in pick.note
+    assert "biased up: retraining it tends to deliver less" in pick.note  # the best of 2
+    one = finalists.pick(trials[1:], [], None, 40)
+    assert "biased up" not in one.note  # one trial: no maximum over noisy estimates
     stage = finalists.plan(trials, 1, 1, 0)
     cut = [_trial("0000_s1000", "cut_by_budget", [], seed=1000, of="0000")]
     pick = finalists.pick(trials, cut, stage, 40)

@@ -120,8 +120,9 @@ def _finalists_body(view: SweepView) -> str:
         return ("<p class='note' id='no-finalists'>No finalist stage: the best above is one "
                 "noisy estimate (the highest of the trials' best reports, each on "
                 f"{_e(view.best.config.get('val_size', '?') if view.best else '?')} validation "
-                "examples). <code>tune-smpl tune --finalists K --finalist-seeds S</code> "
-                "retrains the K best on S fresh seeds.</p>")
+                "examples), so biased up: retraining it tends to deliver less. "
+                "<code>tune-smpl tune --finalists K --finalist-seeds S</code> retrains the K "
+                "best on S fresh seeds and promises their mean.</p>")
     runs = view.finalist_runs
     n = counts(runs)
     parts = [f"<p>{len(stage.of)} finalists x {len(stage.seed_values)} fresh seeds "

@@ -287,6 +287,8 @@ def pick(trials: Iterable[TrialRecord], runs: Sequence[TrialRecord],
     scored = sum(1 for t in trials if t.outcome in SCORED)
     note = (f"one noisy estimate: the highest best report of {scored} trial(s), each on "
             f"{top.config.get('val_size', '?')} validation examples")
+    if scored > 1:  # the winner's curse (benchmarks/README.md, across data splits)
+        note += ", so biased up: retraining it tends to deliver less"
     note += ("; the finalist stage gave no final measurement" if stage else
-             "; `--finalists K` retrains the K best on fresh seeds")
+             "; `--finalists K` retrains the K best on fresh seeds and promises their mean")
     return Pick(top, score(top.reports)[0], Measure.SEARCH, note, ranked)
