@@ -56,7 +56,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 HOLDOUT_SEED = 500  # retraining seeds 500, 501, ...: no sweep or finalist run uses them
 QUICK = ["steps=20", "eval_every=10", "batch_size=8", "mu=2", "val_size=50"]
@@ -163,11 +162,12 @@ class Study:
 
 # --- the picks --------------------------------------------------------------------------
 def _values(trial) -> list[float]:
-    from tune_smpl.sweep import outcome as O
+    from tune_smpl.sweep import outcome
 
-    return [float(r[O.METRIC]) for r in trial.reports
-            if isinstance(r.get(O.METRIC), (int, float)) and not isinstance(r[O.METRIC], bool)
-            and math.isfinite(r[O.METRIC])]
+    m = outcome.METRIC
+    return [float(r[m]) for r in trial.reports
+            if isinstance(r.get(m), (int, float)) and not isinstance(r[m], bool)
+            and math.isfinite(r[m])]
 
 
 def final_value(trial) -> float:
@@ -183,11 +183,11 @@ def smooth_value(trial) -> float:
 def pick_by(trials, value):
     """(trial, its value) with the highest `value` among scored trials (ties: the earlier
     trial); (None, nan) when none has one."""
-    from tune_smpl.sweep import outcome as O
+    from tune_smpl.sweep import outcome
 
     best, best_v = None, math.nan
     for t in sorted(trials, key=lambda t: t.number):
-        v = value(t) if t.outcome in O.SCORED else math.nan
+        v = value(t) if t.outcome in outcome.SCORED else math.nan
         if not math.isnan(v) and (best is None or v > best_v):
             best, best_v = t, v
     return best, best_v
@@ -207,7 +207,7 @@ def sweep(study: Study, storage: Path, name: str, split: int, trials: int,
           finalists: int) -> dict:
     """One sweep and the retraining of its picks; the unit's row (arm -> key, promise)."""
     from smpl_core.config import SMPLConfig
-    from tune_smpl.sweep import outcome as O
+    from tune_smpl.sweep import outcome
     from tune_smpl.sweep.record import open_sweep
     from tune_smpl.sweep.result import SweepResult
 
@@ -234,8 +234,8 @@ def sweep(study: Study, storage: Path, name: str, split: int, trials: int,
                                "key": study.retrain(exported)}
     if finalists:
         row["finalists"] = [f.as_dict() for f in pick.ranked]
-        top = O.best(search)
-        for arm, (t, v) in (("b", (top, O.score(top.reports)[0])),
+        top = outcome.best(search)
+        for arm, (t, v) in (("b", (top, outcome.score(top.reports)[0])),
                             ("b_final", pick_by(search, final_value)),
                             ("b_smooth", pick_by(search, smooth_value))):
             path = storage / f"{name}-{arm}.yaml"
