@@ -33,7 +33,7 @@ MLFLOW_START = "MLflow parent run (its store opens during Ray's start)"
 # both; the splits below subtract the nested ones.
 TIMED = [
     ("tune_smpl.sweep.cluster", "connect", "Ray start (ray.init)"),
-    ("tune_smpl.commands.tune", "_recorder", MLFLOW_START),
+    ("tune_smpl.launch", "_recorder", MLFLOW_START),
     ("tune_smpl.sweep.run", "build_study", "study from the record"),
     ("ray.tune", "Tuner.fit", "Tuner.fit"),
     ("tune_smpl.sweep.ledger", "Ledger.new_trial", "ledger"),
@@ -42,9 +42,9 @@ TIMED = [
     ("tune_smpl.sweep.ledger", "Ledger.ended", "ledger"),
     ("tune_smpl.sweep.tracking", "Tracking._call", "MLflow"),
     ("tune_smpl.sweep.record", "SweepRecord.save_trial", "record"),
-    ("tune_smpl.commands.tune", "_best_model", "best model from its checkpoint"),
+    ("tune_smpl.launch", "_best_model", "best model from its checkpoint"),
     ("tune_smpl.sweep.tracking", "Tracking.end_sweep", "MLflow: parent run's end + model"),
-    ("tune_smpl.commands.tune", "_publish", "report (HTML + PNGs) and its upload"),
+    ("tune_smpl.launch", "_publish", "report (HTML + PNGs) and its upload"),
     ("ray", "shutdown", "Ray shutdown"),
 ]
 

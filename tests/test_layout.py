@@ -63,3 +63,18 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("import os\n\ndef g():\n    from tune_smpl.report import publish\n")
     assert list(_imports(f)) == [("os", 1, False), ("tune_smpl.report", 4, True)]
+
+
+def test_the_tune_command_holds_no_sweep_logic():
+    """`tune-smpl tune` parses its flags and calls `tune_smpl.launch.run`, which
+    `tune_smpl.tune` runs too: the command module defines nothing else and imports only
+    the options (its flags) and the launch."""
+    path = REPO / "tune_smpl" / "commands" / "tune.py"
+    tree = ast.parse(path.read_text(), str(path))
+    defs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert defs == ["add_parser", "run"], defs
+    ours = sorted({name for name, _, _ in _imports(path) if _hits(name, OURS)}
+                  | {f"tune_smpl.{a.name}" for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module == "tune_smpl"
+                     for a in n.names})
+    assert ours == ["tune_smpl", "tune_smpl.launch", "tune_smpl.options"], ours

@@ -3,8 +3,8 @@ one, and both return a `Sweep`.
 
 `tune(**options)` takes the settings of `tune-smpl tune` as keywords named like its flags
 (`num_samples=8` is `--num-samples 8`; tune_smpl/options.py) and runs the command's own
-code (tune_smpl/commands/tune.py: the same checks, record, Ray, MLflow, summary and
-report), so a sweep started here is the sweep the command would have run. Bad input raises
+code (tune_smpl/launch.py: the same checks, record, Ray, MLflow, summary and report), so
+a sweep started here is the sweep the command would have run. Bad input raises
 `ConfigError` with the command's one-line message, before Ray starts; an unknown keyword is
 a TypeError. A Ctrl-C (a notebook's interrupt) ends the sweep as in a terminal: the running
 trials are marked interrupted and `tune` returns the interrupted `Sweep`, which `.resume()`
@@ -49,9 +49,9 @@ def tune(**options: Any) -> Sweep:
         from tune_smpl.plan import base_config, default_name
 
         opts = replace(opts, name=default_name(base_config(opts)[0]))
-    from tune_smpl.commands import tune as command
+    from tune_smpl import launch
 
-    command.run(opts)  # its exit status is the sweep's status, which the Sweep reads
+    launch.run(opts)  # its exit status is the sweep's status, which the Sweep reads
     name = opts.name
     if name is None:  # `--resume` without `--name` raised its ConfigError above
         raise ConfigError("`--resume` needs `--name` of the sweep to resume.")

@@ -40,7 +40,7 @@ from tests.tune_smpl.conftest import (
 )
 from tests.tune_smpl.test_remote_storage import CREDS, s3  # noqa: F401 - the bucket fixture
 from tune_smpl.cli import main
-from tune_smpl.commands.tune import _sampler_line
+from tune_smpl.launch import _sampler_line
 from tune_smpl.sweep import prior as prior_of
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.record import FINALIST, SweepRecord, TrialRecord, open_sweep
