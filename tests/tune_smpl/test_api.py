@@ -165,12 +165,29 @@ def test_parquet_from_the_library_and_the_command(done, tmp_path):
         sweep.export(tmp_path / "t.parquet", format="parquet", top=2)
 
 
-def test_duckdb_reads_the_parquet_rows(done, tmp_path):
-    duckdb = pytest.importorskip("duckdb")
-    _, _, sweep = done
-    trials, _ = sweep.to_parquet(tmp_path / "d.parquet")
-    keys = [r[0] for r in duckdb.sql(f"select key from '{trials}' order by key").fetchall()]
+def test_the_commands_parquet_reads_back_in_pandas_and_duckdb_as_sweep_trials(done, tmp_path,
+                                                                                capsys):
+    """`tune-smpl export SWEEP --format parquet`: pandas and DuckDB read the file back with
+    the rows of `Sweep.trials` (every column), and its reports sibling with `.reports`'."""
+    import duckdb
+
+    root, _, sweep = done
+    out = tmp_path / "cli.parquet"
+    assert main(["export", "lib", "--storage-path", str(root / "runs"), "--format", "parquet",
+                 "-o", str(out)]) == 0, capsys.readouterr().err
+    reports = tmp_path / "cli-reports.parquet"
+    for path, frame in ((out, sweep.trials), (reports, sweep.reports)):
+        back = pd.read_parquet(path)
+        assert list(back.columns) == list(frame.columns), path
+        assert len(back) == len(frame) > 0, path
+        for col in frame.columns:
+            assert all(_same(a, b) for a, b in zip(frame[col], back[col])), (path, col)
+        got = duckdb.sql(f"select * from '{path}'").df()
+        assert list(got.columns) == list(frame.columns) and len(got) == len(frame), path
+    keys = [r[0] for r in duckdb.sql(f"select key from '{out}' order by key").fetchall()]
     assert keys == sorted(sweep.trials["key"])
+    rows = duckdb.sql(f"select key, outcome from '{out}' order by key").fetchall()
+    assert rows == sorted(zip(sweep.trials["key"], sweep.trials["outcome"].astype(str)))
 
 
 def test_open_sweep_reads_the_record_as_tune_returned_it(done):
