@@ -16,10 +16,22 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlflow_tracking import SweepRecorder, check_store, default_tracking_uri
+from search_spaces import describe, space_to_yaml
 from smpl_core.uri import is_uri
+from trainables import evaluation_at
 from tune_smpl.options import TuneOptions
 from tune_smpl.plan import prepare
-from tune_smpl.sweep import summary
+from tune_smpl.report.publish import publish
+from tune_smpl.sweep import cluster, summary
+from tune_smpl.sweep.prior import describe as describe_prior
+from tune_smpl.sweep.record import SweepStatus
+from tune_smpl.sweep.record_writer import retry_s
+from tune_smpl.sweep.run import new_record, run_sweep
+from tune_smpl.sweep.stop import STOP
+from tune_smpl.sweep.study import asha_caution
+from tune_smpl.sweep.sync import best_model, end_args, finish
+from tune_smpl.sweep.tracking import Tracking, sweep_params
 
 EX_TEMPFAIL = 75  # sysexits.h: a temporary failure (the storage); try again later
 
@@ -35,23 +47,11 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace | TuneOptions) -> int:
-    from tune_smpl.sweep.stop import STOP
-
     with STOP.installed():  # a Ctrl-C is a stop request, taken at a safe point (stop.py)
         return _run(args)
 
 
 def _run(args: argparse.Namespace | TuneOptions) -> int:
-    from search_spaces import describe
-    from trainables import evaluation_at
-    from tune_smpl.sweep import cluster
-    from tune_smpl.sweep.prior import describe as describe_prior
-    from tune_smpl.sweep.record_writer import retry_s
-    from tune_smpl.sweep.run import new_record, run_sweep
-    from tune_smpl.sweep.stop import STOP
-    from tune_smpl.sweep.study import asha_caution
-    from tune_smpl.sweep.tracking import Tracking
-
     _quiet_libraries()
     plan = prepare(TuneOptions.of(args))  # args: the parsed flags, or tune_smpl.tune's options
     retry_s()  # TUNE_SMPL_STORAGE_RETRY_S checked before Ray starts (record_writer.py)
@@ -119,10 +119,6 @@ def close(result, settings, mlflow) -> int:
     Exit 130 when interrupted, 1 when no trial gave a measurement, else 0; 75 (EX_TEMPFAIL)
     when the record's storage failed (its one line instead of the summary: the record
     would not back one)."""
-    from tune_smpl.sweep.record import SweepStatus
-    from tune_smpl.sweep.stop import STOP
-    from tune_smpl.sweep.sync import end_args, finish
-
     def catch_up():
         if line := finish(mlflow, result.record, settings.storage_path, lambda: STOP.hurried):
             print(line, flush=True)
@@ -149,16 +145,12 @@ def close(result, settings, mlflow) -> int:
 
 def _best_model(result):
     """The best trial's model from its checkpoint, or None (sync.best_model)."""
-    from tune_smpl.sweep.sync import best_model
-
     return best_model(result)
 
 
 def _publish(result, mlflow, settings) -> None:
     """The report (of the SweepResult the sweep returned) into the sweep's folder and onto
     the parent run; prints where it is."""
-    from tune_smpl.report.publish import publish
-
     try:
         for line in publish(result.record, mlflow, settings.storage_path, result):
             print(line)
@@ -185,8 +177,6 @@ def _given(value, recorded):
 
 
 def _tracking(given: str | None, settings) -> str:
-    from mlflow_tracking import check_store, default_tracking_uri
-
     runs_dir = (Path("runs").resolve() if is_uri(settings.storage_path)
                 else Path(settings.storage_path))
     uri = given or default_tracking_uri(str(runs_dir))
@@ -197,8 +187,6 @@ def _tracking(given: str | None, settings) -> str:
 def _open_recorder(tracking_uri: str, name: str):
     """The sweep's recorder, its store open; None if the store fails now (the sweep runs
     on; its record has everything)."""
-    from mlflow_tracking import SweepRecorder
-
     try:
         return SweepRecorder(tracking_uri, name)
     except Exception as e:  # noqa: BLE001 - MLflow never stops a sweep
@@ -210,9 +198,6 @@ def _recorder(recorder, settings, space: dict, sampler: dict, warm_start: dict |
     """`recorder` with the sweep's MLflow parent run (reopened when resumed); None without
     a recorder or if the store fails now. A warm start's prior sweeps are in the settings
     (`warm_start`); what they gave is logged with them."""
-    from search_spaces import space_to_yaml
-    from tune_smpl.sweep.tracking import sweep_params
-
     if recorder is None:
         return None
     try:  # the params as `tune-smpl sync` logs them too
