@@ -14,6 +14,7 @@ import contextlib
 import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow_tracking import SweepRecorder, check_store, default_tracking_uri
@@ -69,15 +70,17 @@ def _run(args: argparse.Namespace | TuneOptions) -> int:
     try:
         if record is None and STOP.requested:  # before the record claims the name
             raise KeyboardInterrupt
-        if record is None:  # a resumed sweep keeps the shares it started with
-            gpus = args.gpus_per_trial
-            settings.gpus_per_trial = (cluster.default_gpus_per_trial(info) if gpus is None
-                                       else gpus)
-        cluster.check_resources(info, settings.gpus_per_trial, settings.cpus_per_trial)
+        # What only the cluster can answer, checked, then a settings object of its own (the
+        # plan's settings stay as the options gave them).
+        gpus = settings.gpus_per_trial  # a resumed sweep keeps the shares it started with
+        if record is None:
+            gpus = (cluster.default_gpus_per_trial(info) if args.gpus_per_trial is None
+                    else args.gpus_per_trial)
+        cluster.check_resources(info, gpus, settings.cpus_per_trial)
         cluster.check_storage(info, settings.storage_path, args.shared_storage)
-        if not settings.max_concurrent:
-            settings.max_concurrent = cluster.trial_slots(info, settings.gpus_per_trial,
-                                                          settings.cpus_per_trial)
+        slots = settings.max_concurrent or cluster.trial_slots(info, gpus,
+                                                               settings.cpus_per_trial)
+        settings = replace(settings, gpus_per_trial=gpus, max_concurrent=slots)
         if record is None:
             if prior is not None:  # the prior's best, as many as the trial slots by default
                 prior.plan(settings.warm_start_top or settings.max_concurrent,
