@@ -58,7 +58,12 @@ def test_sweep_prunes_and_reports_the_best(ray_local, tmp_path, capsys):
     assert f"best val_accuracy {best:.4f}" in out
     # without a finalist stage the summary and the report say how far to trust it
     assert "one noisy estimate: the highest best report of 8 trial(s)" in out
-    assert "id='no-finalists'" in (sweep / "report" / "report.html").read_text()
+    html = (sweep / "report" / "report.html").read_text()
+    assert "id='no-finalists'" in html and "biased up" in html
+    # The one rule (the highest report, issue 28's study): the report names the best that
+    # the summary, the parent run and the export named (check_finished, against best_of)
+    key, value = views.best_of(rec)
+    assert f"Best val_accuracy <b>{value:.4f}</b>: trial {key} (" in html
     assert "tune-smpl export e2e" in out
 
 
