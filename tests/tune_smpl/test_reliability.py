@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 
 from tests.tune_smpl import views
 from tests.tune_smpl.conftest import (
+    cli_env,
     cli_sets,
     end_group,
     export_cli,
@@ -242,6 +245,14 @@ def test_ctrl_c_interrupts_and_resume_finishes(tmp_path, samples):
             end_group(proc, "c")
         assert proc.returncode == 130 and "--resume" in out, out
         assert took < 30, took
+        if "not waited for (Ctrl-C twice;" in out:  # MLflow left behind, as the line says:
+            # the record has everything, and the command it names fills MLflow in
+            assert f"tune-smpl sync cc --storage-path {tmp_path / 'runs'}" in out, out
+            synced = subprocess.run(
+                [sys.executable, "-m", "tune_smpl", "sync", "cc", "--storage-path",
+                 str(tmp_path / "runs"), "--tracking-uri", uri], env=cli_env("c"),
+                capture_output=True, text=True, timeout=120)
+            assert synced.returncode == 0, synced.stdout + synced.stderr
         before = views.check_interrupted(sweep, uri)
 
     done = run_cli(tmp_path, "c", "--name", "cc", "--resume")
