@@ -9,6 +9,7 @@ there left the transaction open, and the interrupted close failed on `database i
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -28,7 +29,12 @@ def _write_number(seed: int) -> int:
     return random.Random(seed).randint(28, 70)
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+# One seeded instant in `make test` (a minute a seed on the 2-core CPU); more, e.g. the
+# 20 of a loop, with TUNE_SMPL_CTRL_C_SEEDS=11,12,13,...
+SEEDS = [int(s) for s in os.environ.get("TUNE_SMPL_CTRL_C_SEEDS", "11").split(",") if s]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_ctrl_c_inside_a_study_write_exits_130_and_resumes(tmp_path, seed):
     sweep, uri = tmp_path / "runs" / "cw", f"sqlite:///{tmp_path}/mlflow.db"
     n = _write_number(seed)
