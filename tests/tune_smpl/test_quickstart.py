@@ -1,19 +1,19 @@
-"""examples/quickstart.ipynb runs: its code cells, in order, in one namespace, in a Python
-process of their own (no Jupyter kernel is installed here: nbclient and ipykernel are not
-dependencies), with the cell tagged `parameters` replaced by smaller settings, as papermill
-does. What the cells leave (the record, best.yaml, the Parquet files, the report) is then
-checked against the record read here."""
+"""examples/quickstart.ipynb runs through a real Jupyter kernel (nbclient + ipykernel, as
+a user's notebook server would run it), its cells in order, with the cell tagged
+`parameters` replaced by smaller settings (as papermill does). What the cells leave (the
+record, best.yaml, the Parquet files, the report) is then checked against the record read
+here, and the sweep's progress came as one line rewritten in place (the kernel's mode)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
+from nbclient import NotebookClient
 
 from tests.tune_smpl import views
 from tests.tune_smpl.conftest import REPO, cli_env
@@ -26,16 +26,10 @@ num_samples = 3
 steps = 40
 num_cpus = 2
 """
-RUNNER = """
-import json, sys
-cells = json.load(open(sys.argv[1]))
-namespace = {"__name__": "__main__"}
-for i, source in enumerate(cells):
-    print(f"--- cell {i}", flush=True)
-    exec(compile(source, f"<cell {i}>", "exec"), namespace)
-sweep, best = namespace["sweep"], namespace["best"]
+RESULT = """
+import json
 print("RESULT " + json.dumps({"name": sweep.name, "status": sweep.status, "best": best.key,
-                              "value": best.value, "rows": len(namespace["trials"])}))
+                              "value": best.value, "rows": len(trials)}))
 """
 
 
@@ -59,16 +53,26 @@ def test_the_notebook_is_stored_without_outputs_and_compiles():
 
 @pytest.mark.slow
 def test_the_quickstart_runs_its_sweep_and_its_views(tmp_path):
-    sources = [SMALL if "parameters" in c["metadata"].get("tags", []) else _source(c)
-               for c in _cells()]
-    (tmp_path / "cells.json").write_text(json.dumps(sources))
-    (tmp_path / "runner.py").write_text(RUNNER)
+    nb = nbformat.reads(NOTEBOOK.read_text(), as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = SMALL
+    nb.cells.append(nbformat.v4.new_code_cell(RESULT))
     env = {**cli_env("qs"), "MPLBACKEND": "Agg"}
-    done = subprocess.run([sys.executable, "runner.py", "cells.json"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=400)
-    shutil.rmtree(env["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    client = NotebookClient(nb, timeout=400, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute(env=env)  # a cell that raises fails here, with its traceback
+    finally:
+        shutil.rmtree(env["TUNE_SMPL_RAY_TMP"], ignore_errors=True)
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if o.output_type == "stream" and o.name == "stdout"]
+    stdout = "".join(o.text for o in streams)
+    result = json.loads(stdout.split("RESULT ", 1)[1].splitlines()[0])
+    # In a kernel the progress is one line rewritten in place ("\r"), not a line per change
+    progress = [o.text for o in streams if "| running " in o.text]
+    assert len(progress) > 1 and all(t.startswith("\r") and "\n" not in t.rstrip()
+                                     for t in progress), progress[:3]
     sweep = tmp_path / "runs" / "qs"
     # the default MLflow store of storage "runs": runs/mlflow.db
     views.check_finished(sweep, f"sqlite:///{tmp_path}/runs/mlflow.db", trials=3)
@@ -84,5 +88,5 @@ def test_the_quickstart_runs_its_sweep_and_its_views(tmp_path):
     assert sorted(back["key"]) == sorted([*views.record(sweep), *runs])
     assert (tmp_path / "sweep-reports.parquet").is_file()
     assert (sweep / "report" / "report.html").is_file()
-    assert "retrained: val_accuracy" in done.stdout
+    assert "retrained: val_accuracy" in stdout
     assert Path(tmp_path / "runs" / "mlflow.db").is_file()
