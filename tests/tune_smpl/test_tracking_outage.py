@@ -195,7 +195,7 @@ def test_a_sweep_with_mlflow_away_throughout_is_filled_in_by_sync(ray_local, tmp
                                                                   monkeypatch, capsys):
     closed = f"http://127.0.0.1:{free_port()}"
     # The start's check refuses an unreachable server; this is one lost right after it.
-    monkeypatch.setattr("mlflow_tracking.check_store", lambda *a, **k: None)
+    monkeypatch.setattr("tune_smpl.launch.check_store", lambda *a, **k: None)
     runs = str(tmp_path / "runs")
     assert main(["tune", "--name", "away", "--storage-path", runs, "--tracking-uri", closed,
                  *SWEEP]) == 0
