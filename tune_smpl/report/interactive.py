@@ -68,12 +68,22 @@ def history_time(view: SweepView) -> go.Figure | None:
                              "the sweep started", yaxis_title=METRIC)
 
 
+class _Computed(optuna.importance.BaseImportanceEvaluator):
+    """The importances the view already holds (data.importance's fANOVA): the plot draws
+    them instead of fitting fANOVA a second time (at 1,000 trials, 45 s each)."""
+
+    def __init__(self, values: dict[str, float]):
+        self.values = values
+
+    def evaluate(self, study, params=None, *, target=None) -> dict[str, float]:
+        return dict(self.values)
+
+
 def importance(view: SweepView) -> go.Figure | None:
     if view.importance is None:
         return None
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    return _quiet(ov.plot_param_importances, view.value_study(), evaluator=evaluator,
-                  target_name=METRIC)
+    return _quiet(ov.plot_param_importances, view.value_study(),
+                  evaluator=_Computed(view.importance), target_name=METRIC)
 
 
 def parallel(view: SweepView) -> go.Figure | None:
