@@ -270,6 +270,8 @@ def check_best_text(rec: dict, summary: str | None, export: str | None) -> list[
 # --- the commands: exit statuses and what the user sees ----------------------------------
 RESTART_RE = r"trial {key} restarted from step \d+"
 NODE_RE = r"trial {key} restarted from step \d+ on another node: its node died"
+# The line of a command that gave up waiting for MLflow (tune_smpl/sweep/sync.py, finish).
+BEHIND = "is behind the record ("
 UNREACHABLE_RE = (r"MLflow at \S+ unreachable since \d\d:\d\d:\d\d; the sweep goes on, "
                   r"the record keeps everything")
 

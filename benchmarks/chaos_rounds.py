@@ -27,6 +27,10 @@ import chaos_invariants as invariants
 from chaos import MODES, SETUP
 
 TUNE = [sys.executable, "-m", "tune_smpl"]
+# A command that leaves MLflow behind although the server was back this long before it
+# ended did not catch up when it could (its wait takes a server back within a second; Ray's
+# shutdown and the interpreter's exit come after it).
+BACK_FOR_S = 15.0
 
 
 def _default_sigint() -> None:  # a background shell's children start with SIGINT ignored
@@ -170,8 +174,7 @@ class Runner:
             nxt = Command(first_argv if fresh else resume_argv, d, self._env(setup))
             nxt.finish(m["timeout"])
             runs.append((nxt, "again" if fresh else "resume", (0,)))
-        tune_end = runs[-1][0].end
-        if fault is not None and fault.needs_sync(tune_end):
+        if fault is not None and fault.needs_sync(runs[-1][0]):
             if self.has_sync():
                 sync = Command([*TUNE, "sync", name, "--storage-path", ctx["storage"],
                                 "--tracking-uri", ctx["tracking"]], d, self._env(setup))
@@ -377,9 +380,12 @@ class Fault:
                 "sigint2": (0, 130) if self.finished_at_signal else (130,),
                 "kill_driver": (-signal.SIGKILL,), "storage_down": (0, 75)}.get(self.kind, (0,))
 
-    def needs_sync(self, tune_end: float) -> bool:
-        """MLflow was still away when the last command of the sweep ended."""
-        return self.kind == "tracking_down" and self.injected and self.up_at > tune_end - 1
+    def needs_sync(self, last: Command) -> bool:
+        """The sweep's last command left MLflow behind (its line says so, and names
+        `tune-smpl sync`): the server was still away when it gave up waiting. Leaving it
+        behind with the server back well before the end is a violation (`check`)."""
+        return (self.kind == "tracking_down" and self.injected
+                and invariants.BEHIND in last.out)
 
     def check(self, cmds: list[Command], rec: dict, summary: str | None) -> list[dict]:
         out, first = [], cmds[0]
@@ -408,6 +414,11 @@ class Fault:
             during = [r for t in rec.values() for r in t.get("reports", [])
                       if self.down_at + 1 < r.get("reported_at", 0) < self.up_at]
             n = len(re.findall(invariants.UNREACHABLE_RE, first.out))
+            last = [c for c in cmds if invariants.BEHIND in c.out]
+            if last and self.up_at < last[-1].end - BACK_FOR_S:
+                out.append(invariants.violation(
+                    "mlflow_agrees", f"MLflow left behind the record, though the server was "
+                                     f"back {last[-1].end - self.up_at:.0f} s before the end"))
             if during and n != 1 or n > 1:
                 out.append(invariants.violation(
                     "output", f"{n} 'MLflow ... unreachable since' lines "

@@ -71,7 +71,7 @@ class SweepRecorder(Backfill):
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial_id -> child run id
-        self._have_steps: dict[str, set[int]] = {}  # trial_id -> steps a reopened run has
+        self._have_steps: dict[str, set[int]] = {}  # trial_id -> steps its run has
 
     # --- the sweep -------------------------------------------------------------
     def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
@@ -188,11 +188,15 @@ class SweepRecorder(Backfill):
                        timestamp: float | None = None) -> None:
         """Log every numeric entry of one report at `step` (non-numeric ones are skipped),
         stamped `timestamp` (the report's time, epoch seconds: a batch sent twice is one
-        point); a reopened run skips the steps it has already."""
-        if step in self._have_steps.get(trial_id, ()):
+        point). A step the run has already is skipped: a reopened run's, and a report
+        replayed by a trial that Ray restarted from an older checkpoint (its process or
+        node died after a later report), which MLflow would hold as a second point."""
+        have = self._have_steps.setdefault(trial_id, set())
+        if step in have:
             return
         values.log_metrics(self.client, self._run_of(trial_id),
-                      values.to_metrics(metrics, step, timestamp=timestamp))
+                           values.to_metrics(metrics, step, timestamp=timestamp))
+        have.add(step)
 
     def tag_trial(self, trial_id: str, key: str, value: Any) -> None:
         self.client.set_tag(self._run_of(trial_id), key, str(value))

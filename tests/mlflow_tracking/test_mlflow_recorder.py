@@ -55,6 +55,24 @@ def test_resume_reopens_the_parent_and_the_trial_run(store_uri, experiment):
     assert all(r.info.status != "RUNNING" for r in runs)
 
 
+def test_a_report_replayed_after_a_restart_is_one_point(store_uri, experiment):
+    """Ray restarts a trial whose process died from its last checkpoint, which can be older
+    than its last report: the report of that step comes again (other timings, another
+    time). The record keeps the newer row; MLflow keeps the first point, not a second
+    (chaos rounds kill_worker 28 and kill_node 66 had logged 14 metrics twice)."""
+    rec = SweepRecorder(store_uri, "replay", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    rec.open_trial("0000", "0000", {"lr": 0.1}, "running")
+    for step, t in ((100, 1.0), (200, 2.0), (200, 9.0), (300, 10.0)):  # 200: replayed
+        rec.trial_reported("0000", {"val_accuracy": step / 1000, "images_per_s": t},
+                           step=step, timestamp=1_700_000_000 + t)
+    client = MlflowClient(store_uri)
+    run_id = find_trial_run(store_uri, "replay", "0000", experiment)
+    for key in ("val_accuracy", "images_per_s"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [100, 200, 300]
+    assert [m.value for m in client.get_metric_history(run_id, "images_per_s")] == [1, 2, 10]
+
+
 def test_resume_without_a_previous_parent_creates_one(store_uri, experiment):
     rec = SweepRecorder(store_uri, "fresh", experiment_name=experiment)
     parent = rec.start_sweep({}, "", resume=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.tune_smpl import views
-from tests.tune_smpl.conftest import cli_env, end_group, wait_for
+from tests.tune_smpl.conftest import cli_env, end_group, free_port, wait_for
 from tune_smpl.cli import main
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.storage import SweepStorage
@@ -191,6 +191,63 @@ def test_a_bound_that_passes_after_the_last_trial_leaves_a_finished_sweep(
     assert out.count("takes writes again") == 1 and "the record has caught up" in out, out
     views.check_finished(sweep, uri, trials=2, summary=out)
     assert json.loads((sweep / "sweep.json").read_text())["status"] == "finished"
+
+
+def _failing_listing() -> None:
+    """What Ray's `fit` raises when the storage is away as it lists the experiment's
+    files at its end (ExperimentAnalysis; chaos rounds storage_down 38, 56 and 63): a real
+    pyarrow S3 listing against a port nothing listens on."""
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{free_port()}", scheme="http",
+                           access_key="k", secret_key="s", region="us-east-1",
+                           retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1))
+    fs.get_file_info(pafs.FileSelector("sweeps/gone/"))
+
+
+def test_ray_failing_on_the_storage_at_the_end_of_fit_exits_75_and_resume_finishes(
+        ray_local, tmp_path, monkeypatch, capsys):
+    """Ray's `fit` runs every trial, then raises the storage's OSError out of its own
+    listing: no traceback, the storage's line and exit 75 (the sweep stops as
+    interrupted, its trials all recorded); `--resume` ends it finished. Any other OSError
+    out of `fit` is not the storage's and keeps its traceback."""
+    from ray import tune
+
+    sweep, uri = tmp_path / "runs" / "rayfs", f"sqlite:///{tmp_path}/mlflow.db"
+    real_fit = tune.Tuner.fit
+
+    def fit(self):
+        real_fit(self)
+        _failing_listing()
+
+    monkeypatch.setattr(tune.Tuner, "fit", fit)
+    STOP.reset()
+    rc = main(_tune(tmp_path, "rayfs", "--num-samples", "2", "--max-concurrent", "2"))
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
+    assert rc == 75, out + err
+    assert "Traceback" not in out + err, out + err
+    lines = [ln for ln in err.splitlines() if ln.startswith("tune-smpl: the record's storage")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"tune-smpl: the record's storage {sweep} failed (Ray's "
+                               f"experiment files: OSError: "), lines[0]
+    assert "the sweep stopped as interrupted; run the same command with --resume" in lines[0]
+    assert json.loads((sweep / "sweep.json").read_text())["status"] == "interrupted"
+    before = views.record(sweep)
+    assert len(before) == 2 and all(t["outcome"] for t in before.values()), before
+    assert "Ray's fit failed on the storage" in (sweep / "ray-driver.log").read_text()
+
+    monkeypatch.setattr(tune.Tuner, "fit", real_fit)
+    assert main(_tune(tmp_path, "rayfs", "--resume")) == 0
+    after = views.check_finished(sweep, uri, trials=2, summary=capsys.readouterr().out)
+    views.history_kept(before, after)
+
+    def not_storage(self):
+        raise OSError("not the storage")
+
+    monkeypatch.setattr(tune.Tuner, "fit", not_storage)
+    with pytest.raises(OSError, match="not the storage"):
+        main(_tune(tmp_path, "other", "--num-samples", "1"))
 
 
 @pytest.fixture

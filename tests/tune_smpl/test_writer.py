@@ -172,3 +172,49 @@ def test_store_faults_tell_a_server_away_from_a_refused_request(monkeypatch):
     assert store_fault(MlflowException("x", error_code=TEMPORARILY_UNAVAILABLE)) == SERVER_ERROR
     assert store_fault(requests.exceptions.RetryError("too many 500")) == SERVER_ERROR
     assert store_fault(ValueError("trial 'x' has no MLflow run")) is None
+
+
+@pytest.mark.parametrize("back_after_s", [0.8, 2.3])  # well before, and just at, the deadline
+def test_a_drain_catches_up_with_a_server_back_near_its_end(back_after_s):
+    """The end of a sweep (sync.finish) drains the queue for at most its timeout: a server
+    back near that end is written to within a second (not after the back-off's 10 s), and
+    the drain goes on past its timeout while the writes go through (chaos rounds 29, 35
+    and 78 had left MLflow behind with the server back for 6-10 s)."""
+    lines, done = [], []
+    down = threading.Event()
+    down.set()
+
+    def write(i):
+        if down.is_set():
+            raise requests.exceptions.ConnectionError("Connection refused")
+        time.sleep(0.05)  # 40 writes: 2 s of catching up, past the drain's timeout
+        done.append(i)
+
+    w = Writer("http://127.0.0.1:1", "w", 100, answers=lambda: not down.is_set(),
+               say=lines.append)  # the real back-off: 0.5 s doubling to 10 s
+    for i in range(40):
+        w.put(write, i)
+    time.sleep(8)  # the back-off is at 4 s, then 8 s, by now
+    threading.Timer(back_after_s, down.clear).start()
+    t0 = time.monotonic()
+    assert w.drain(2.5, stall_s=1.0)
+    took = time.monotonic() - t0
+    assert done == list(range(40)) and not w.behind
+    assert back_after_s + 2 < took < back_after_s + 4.5  # a second at most to notice
+    assert "caught up" in lines[-1]
+    w.stop()
+
+
+def test_a_drain_gives_up_at_its_timeout_while_the_server_stays_away():
+    lines = []
+
+    def write():
+        raise requests.exceptions.ConnectionError("Connection refused")
+
+    w = Writer("http://127.0.0.1:1", "w", 100, answers=lambda: False, say=lines.append)
+    w.put(write)
+    t0 = time.monotonic()
+    assert not w.drain(1.5, stall_s=0.5)
+    assert 1.4 < time.monotonic() - t0 < 2.5 and w.pending == 1
+    w.stop()
+    assert w.behind

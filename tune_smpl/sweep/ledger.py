@@ -63,6 +63,7 @@ class Ledger:
         self.storage_left: list[str] = []
         self.storage_error: str | None = None
         self.study_error: str | None = None  # the study's database failed (_study_failed)
+        self.ray_storage_error: str | None = None  # Ray's own files on it failed (run._stage)
 
     def __getstate__(self):  # Ray pickles the searcher and callbacks into its own files
         return {"sweep": self.record.name}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tune_smpl.sweep.finalists import FinalistStage, StageStatus, plan, run_key
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.outcome import METRIC, MODE, Outcome
 from tune_smpl.sweep.record import FINALIST, SweepRecord, SweepStatus, TrialRecord
-from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure
+from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure, describe, storage_error
 from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.resume import drop_orphans, restart_points, settle_done
@@ -135,8 +136,9 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     writer.close(lambda: STOP.hurried and record.failing)
     failure = writer.failure(tuple(ledger.storage_left), ledger.storage_error)
     unwritten, record.writer = writer.pending, None
-    if failure is None and ledger.study_error is not None:  # its disk: full or read-only
-        failure = StorageFailure(record.uri, ledger.study_error, 0.0, unwritten)
+    other = ledger.study_error or ledger.ray_storage_error  # not the record's own writes
+    if failure is None and other is not None:  # the study's disk full or read-only, or Ray's
+        failure = StorageFailure(record.uri, other, 0.0, unwritten)
     if (failure is not None and ledger.study_error is None
             and not (stopped or failure.unwritten or failure.trials)):
         # The bound passed only after the stages had ended (the stop it asked for came too
@@ -168,6 +170,16 @@ def _stage(ledger: Ledger, work, finalist_stage: bool = False
         STOP.check()
         work()
     except (StopRequested, KeyboardInterrupt):  # STOP.check at a safe point, never mid-write
+        interrupted = True
+    except OSError as e:
+        if not storage_error("".join(traceback.format_exception(e))):
+            raise
+        # Ray's own files on the storage failed (its experiment state, listed once more at
+        # the end of `fit`): the record, written by its own writer, is the truth, and the
+        # sweep stops as for a storage that failed (exit 75; --resume goes on from the
+        # record). Ray's traceback goes to its log file (restarts.py), not the terminal.
+        logging.getLogger("ray.tune").warning("Ray's fit failed on the storage", exc_info=e)
+        ledger.ray_storage_error = f"Ray's experiment files: {describe(e)}"
         interrupted = True
     left = ledger.settle(interrupted, finalists=finalist_stage)
     return left, interrupted or bool(left)

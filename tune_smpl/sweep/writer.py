@@ -17,9 +17,17 @@ What a failed write does depends on why it failed (`mlflow_tracking.store.store_
   MLflow is marked `behind`.
 - the store refuses the request (a bad param, a run it does not have): logged and dropped,
   as a retry would be refused too.
-A full queue drops the new write and marks MLflow `behind`. Nothing here is lost for good:
-the record has every write's content, and the backfill (`tune_smpl.sweep.sync`) fills in
-what MLflow lacks at the end of the sweep, on `--resume`, or with `tune-smpl sync`.
+A full queue drops the new write and marks MLflow `behind`.
+
+`drain` (the end of a command) waits for the queue: the back-off between tries is then at
+most DRAIN_WAIT_S, so a server that is back is written to within a second; past its
+timeout it goes on while the writes go through (one done within CATCH_UP_STALL_S of the
+last, or a server that answers again at the deadline), up to `timeout_s` × CATCH_UP_FACTOR
+in all, so that a server back near the end is caught up with rather than left behind.
+
+Nothing here is lost for good: the record has every write's content, and the backfill
+(`tune_smpl.sweep.sync`) fills in what MLflow lacks at the end of the sweep, on `--resume`,
+or with `tune-smpl sync`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 10_000  # writes; a report is one, so hours of an outage at a few a second
 FIRST_WAIT_S, MAX_WAIT_S = 0.5, 10.0  # back-off between tries of a write that got no answer
 SERVER_RETRIES = 3  # more tries of a write that a server which is up answered with 5xx
+DRAIN_WAIT_S = 1.0  # the back-off's cap while a drain waits (the end of a command)
+CATCH_UP_STALL_S = 10.0  # past a drain's timeout: it goes on while writes are this close
+CATCH_UP_FACTOR = 10  # ... up to this many times its timeout in all
 
 
 class Writer:
@@ -61,6 +72,9 @@ class Writer:
         self._pending = 0  # put and not yet done (written, dropped or left)
         self._done = threading.Condition()
         self._quit = threading.Event()
+        self._wake = threading.Event()  # cuts a back-off short (a drain began, or stop)
+        self._draining = False
+        self._finished = 0  # writes done (written, dropped or left): a drain's progress
         self._thread: threading.Thread | None = None
         self._back: tuple[float, float] | None = None  # (down since, back at) until caught up
         self._since_back = 0  # writes made since the server answered again
@@ -92,23 +106,49 @@ class Writer:
                 self._thread.start()
         return True
 
-    def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False) -> bool:
-        """Wait until every queued write is done, at most `timeout_s` seconds, or until
-        `give_up()`; True when none is left."""
-        deadline = time.monotonic() + timeout_s
+    def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False,
+              stall_s: float = CATCH_UP_STALL_S) -> bool:
+        """Wait until every queued write is done: True. False at `timeout_s` seconds, unless
+        the writes are going through then (see the module's docstring), or when `give_up()`
+        (at once)."""
+        start = time.monotonic()
+        deadline, most = start + timeout_s, start + timeout_s * CATCH_UP_FACTOR
+        moved, probed = None, False  # when a write was last done; the server asked once
         with self._done:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0 or give_up():
-                    return False
-                self._done.wait(min(left, 0.1))
+            self._draining = True
+            self._wake.set()  # a back-off under way ends now
+            try:
+                finished = self._finished
+                while self._pending:
+                    now = time.monotonic()
+                    if self._finished != finished:
+                        finished, moved = self._finished, now
+                    if give_up() or now >= most:
+                        return False
+                    if now >= deadline and (moved is None or now - moved > stall_s):
+                        if probed or self.down_since is None or not self._answers_now():
+                            return False
+                        probed, moved = True, now  # back at the deadline: a grace to write
+                        self._wake.set()
+                    self._done.wait(0.1)
+            finally:
+                self._draining = False
         return True
+
+    def _answers_now(self) -> bool:
+        """`answers()` with the lock released (it may wait for the server's answer)."""
+        self._done.release()
+        try:
+            return self.answers()
+        finally:
+            self._done.acquire()
 
     def stop(self) -> None:
         """Write nothing more: what is still queued is left to the backfill (the record has
         it); a write under way finishes. The thread ends once the queue is empty."""
         with self._done:
             self._quit.set()
+            self._wake.set()
             if self._pending:
                 self.behind = True
 
@@ -127,6 +167,7 @@ class Writer:
             finally:
                 with self._done:
                     self._pending -= 1
+                    self._finished += 1
                     if not self._pending and self._back and not self._quit.is_set():
                         since, back = self._back
                         self._back = None  # said before a drain returns
@@ -158,10 +199,12 @@ class Writer:
                     self.say(f"MLflow at {self.uri} unreachable since "
                              f"{time.strftime('%H:%M:%S', time.localtime(self.down_since))};"
                              f" the sweep goes on, the record keeps everything")
-                if self._quit.wait(wait):  # stopped: the backfill has it
+                if self._wake.wait(wait):
+                    self._wake.clear()
+                if self._quit.is_set():  # stopped: the backfill has it
                     self.behind = True
                     return
-                wait = min(2 * wait, self.max_wait_s)
+                wait = min(2 * wait, DRAIN_WAIT_S if self._draining else self.max_wait_s)
                 continue
             if isinstance(done, int) and not isinstance(done, bool):
                 self.writes += done
