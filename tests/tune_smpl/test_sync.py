@@ -105,6 +105,24 @@ def test_finish_backfills_what_a_writer_behind_dropped(tmp_path):
     assert not tracking.behind
 
 
+def test_finish_backfills_after_a_catch_up_that_ran_past_its_timeout(tmp_path):
+    """The end's wait goes on while the writes go through (a server back near the end);
+    the backfill after it still gets a wait of its own, not the time left (none)."""
+    record = _record(tmp_path)
+    uri = f"sqlite:///{tmp_path}/live.db"
+    recorder = SweepRecorder(uri, "hand")
+    recorder.start_sweep({"num_samples": 3}, "lr: {}\n")
+    tracking = Tracking(recorder, "hand")
+    for _ in range(30):  # 1.5 s of writes that go through, past the 0.5 s timeout
+        tracking.writer.put(time.sleep, 0.05)
+    tracking.writer.behind = True  # and one was dropped: the backfill's
+    t0 = time.monotonic()
+    assert finish(tracking, record, "runs", hurried=lambda: False, timeout_s=0.5) is None
+    assert time.monotonic() - t0 > 1.4
+    assert _points(uri) == _want()
+    assert not tracking.behind
+
+
 def test_finish_names_sync_when_the_store_stays_away_or_the_close_is_hurried(tmp_path):
     record = _record(tmp_path)
     for hurried in (False, True):

@@ -26,6 +26,7 @@ from tune_smpl.sweep.record import SweepRecord, SweepStatus, TrialRecord
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.tracking import Tracking, sweep_params
+from tune_smpl.sweep.writer import CATCH_UP_FACTOR, CATCH_UP_STALL_S
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,9 @@ class Synced:
 def sync(record: SweepRecord, target: SweepRecorder | str, timeout_s: float = 600.0,
          trials: list[TrialRecord] | None = None,
          give_up: Callable[[], bool] = lambda: False) -> Synced:
-    """Make the store `target` (a recorder, or a tracking URI) match `record`, waiting at
-    most `timeout_s` seconds for it to take the writes."""
+    """Make the store `target` (a recorder, or a tracking URI) match `record`, waiting
+    `timeout_s` seconds for it to take the writes (more while they go through:
+    writer.Writer.drain)."""
     recorder = target if isinstance(target, SweepRecorder) else SweepRecorder(target,
                                                                               record.name)
     tracking = Tracking(recorder, record.name)
@@ -112,17 +114,23 @@ def sync(record: SweepRecord, target: SweepRecorder | str, timeout_s: float = 60
 
 def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
            hurried: Callable[[], bool], timeout_s: float = CLOSE_WAIT_S) -> str | None:
-    """The end of a command's MLflow writes: wait (at most `timeout_s` in all) for the
-    writer to make them; if it fell behind (a write dropped or left), queue the backfill and
-    wait for it in the time left. None when MLflow has everything; else the line to print,
-    naming the command that fills it in. `hurried()` (a second Ctrl-C): no wait at all."""
+    """The end of a command's MLflow writes: wait (`timeout_s` in all; more while the
+    writes go through, writer.Writer.drain) for the writer to make them; if it fell behind
+    (a write dropped or left), queue the backfill and wait for it in the time left. None
+    when MLflow has everything; else the line to print, naming the command that fills it
+    in. `hurried()` (a second Ctrl-C): no wait at all."""
     if tracking.recorder is None or tracking.writer is None:  # one comes with the other
         return None
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    most = timeout_s * CATCH_UP_FACTOR  # while the writes go through (writer.Writer.drain)
     if not hurried() and tracking.drain(timeout_s, hurried) and tracking.behind:
         tracking.writer.behind = False  # the backfill below writes what was dropped
         backfill(tracking, record)
-        tracking.drain(max(0.0, deadline - time.monotonic()), hurried)
+        # After a catch-up that ran past `timeout_s`, the backfill still gets its own
+        # short wait (and more while it goes through).
+        spent = time.monotonic() - start
+        left = max(timeout_s - spent, min(timeout_s, CATCH_UP_STALL_S))
+        tracking.drain(left, hurried, most_s=max(left, most - spent))
     left = tracking.pending
     complete = not left and not tracking.behind
     tracking.stop()

@@ -155,9 +155,11 @@ class Tracking:
         """The writes the store took so far."""
         return self.writer.writes if self.writer is not None else 0
 
-    def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False) -> bool:
-        """Wait for the queued writes, at most `timeout_s` seconds; True when none is left."""
-        return self.writer is None or self.writer.drain(timeout_s, give_up)
+    def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False,
+              most_s: float | None = None) -> bool:
+        """Wait for the queued writes, `timeout_s` seconds (more while they go through, at
+        most `most_s`: writer.Writer.drain); True when none is left."""
+        return self.writer is None or self.writer.drain(timeout_s, give_up, most_s=most_s)
 
     def stop(self) -> None:
         """Write nothing more; what is queued is left to the backfill."""

@@ -107,12 +107,13 @@ class Writer:
         return True
 
     def drain(self, timeout_s: float, give_up: Callable[[], bool] = lambda: False,
-              stall_s: float = CATCH_UP_STALL_S) -> bool:
+              stall_s: float = CATCH_UP_STALL_S, most_s: float | None = None) -> bool:
         """Wait until every queued write is done: True. False at `timeout_s` seconds, unless
-        the writes are going through then (see the module's docstring), or when `give_up()`
-        (at once)."""
+        the writes are going through then (see the module's docstring; at most `most_s`
+        in all, default `timeout_s` × CATCH_UP_FACTOR), or when `give_up()` (at once)."""
         start = time.monotonic()
-        deadline, most = start + timeout_s, start + timeout_s * CATCH_UP_FACTOR
+        deadline = start + timeout_s
+        most = start + (timeout_s * CATCH_UP_FACTOR if most_s is None else most_s)
         moved, probed = None, False  # when a write was last done; the server asked once
         with self._done:
             self._draining = True
