@@ -16,10 +16,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Two workers, a module each (its Ray fixture stays per module): the suite mostly waits on
-# subprocesses and servers, so two at once take about half the wall time.
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
 tune: install
 	$(VENV)/bin/tune-smpl tune --time-budget 200 $(ARGS)

@@ -270,7 +270,6 @@ class Cluster:
                   "--node-ip-address=127.0.0.1", "--object-store-memory=200000000"]
         self.head = _start([str(BIN / "ray"), *common, "--head", f"--port={self.port}",
                             "--include-dashboard=false", f"--temp-dir=/tmp/rt_{tag}h",
-                            f"--ray-client-server-port={free_port()}",
                             f"--dashboard-agent-listen-port={free_port()}"], self.log, self.env)
         self.common, self.worker = common, None
         _wait(lambda: group_node_id(self.head.pid) is not None, self.head, "ray head",

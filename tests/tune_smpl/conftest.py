@@ -18,10 +18,6 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# `make test` runs the modules in two pytest-xdist workers at once: each process's own
-# Ray gets a temp root of its own (Ray's socket paths must fit in 107 bytes: short).
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
-os.environ.setdefault("TUNE_SMPL_RAY_TMP", f"/tmp/rt_{os.getpid()}_{WORKER}")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +41,7 @@ def ray_local():
     if not ray.is_initialized():
         ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING,
-                 _temp_dir=os.path.join(tempfile.gettempdir(), f"ray_smpl_test_{WORKER}"))
+                 _temp_dir=os.path.join(tempfile.gettempdir(), "ray_smpl_test"))
         started = True
     yield ray
     if started:

@@ -81,7 +81,6 @@ def two_nodes(tmp_path_factory):
     log = tmp_path_factory.mktemp("nodes") / "ray_start.log"
     common = ["ray", "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
     head = [*common, "--head", f"--port={port}", "--include-dashboard=false",
-            f"--ray-client-server-port={free_port()}",
             f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}h", '--resources={"head": 1}',
             f"--dashboard-agent-listen-port={free_port()}"]
     # Ray 2.60 accepts a temp dir per node even on one machine.

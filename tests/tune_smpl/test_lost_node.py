@@ -36,7 +36,6 @@ def nodes(tmp_path):
     common = ["ray", "start", "--block", "--num-cpus=1", "--num-gpus=0",
               "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     head = [*common, "--head", f"--port={port}", "--include-dashboard=false",
-            f"--ray-client-server-port={free_port()}",
             f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}h",
             f"--dashboard-agent-listen-port={free_port()}"]
     worker = [*common, f"--address={address}", f"--temp-dir={env['TUNE_SMPL_RAY_TMP']}w",
