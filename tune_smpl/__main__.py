@@ -1,5 +1,3 @@
-import sys
+from tune_smpl.cli import console
 
-from tune_smpl.cli import main
-
-sys.exit(main())
+console()
