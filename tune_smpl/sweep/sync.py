@@ -129,8 +129,8 @@ def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
         # After a catch-up that ran past `timeout_s`, the backfill still gets its own
         # short wait (and more while it goes through).
         spent = time.monotonic() - start
-        left = max(timeout_s - spent, min(timeout_s, CATCH_UP_STALL_S))
-        tracking.drain(left, hurried, most_s=max(left, most - spent))
+        wait = max(timeout_s - spent, min(timeout_s, CATCH_UP_STALL_S))
+        tracking.drain(wait, hurried, most_s=max(wait, most - spent))
     left = tracking.pending
     complete = not left and not tracking.behind
     tracking.stop()
