@@ -86,7 +86,6 @@ class Runner:
         self.quick, self.keep, self.m = quick, keep, MODES[quick]
         self.mlflow = self.s3 = self.cluster = None
         self.count, self._sync = 0, None
-        self.code = _code_state()
 
     def __enter__(self):
         return self
@@ -224,7 +223,7 @@ class Runner:
                 "outcomes": {k: t.get("outcome") for k, t in rec.items()},
                 "violations": violations, "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "load": round(os.getloadavg()[0], 2), "host": os.uname().nodename,
-                "code": self.code}
+                "code": _code_state()}  # per round: the tree can change under a run
 
 
 def _code_state() -> str:
