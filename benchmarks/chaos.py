@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import random
+import signal
 import statistics
 import sys
 import time
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         from chaos_rounds import Runner  # heavy imports only when rounds run
 
+        # A `kill` of the benchmark ends it as Ctrl-C does: the Runner's servers and its
+        # Ray cluster (process groups of their own) are stopped, not left running.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         with Runner(args.work, args.quick, args.keep) as runner:
             for spec in todo:
                 line = runner.run(spec)

@@ -197,11 +197,12 @@ class Proxy:
 
 class S3:
     """A moto S3 server with the bucket `sweeps`, reached by the sweeps through `proxy`
-    (faults) and by the checks directly (`client`)."""
+    (faults; `proxied=False`: no proxy, the sweeps reach it directly) and by the checks
+    directly (`client`)."""
 
     BUCKET = "sweeps"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, proxied: bool = True):
         root.mkdir(parents=True, exist_ok=True)
         self.root, self.port = root, free_port()
         os.environ.update(CREDS)  # export and report run in this process (chaos_rounds)
@@ -222,14 +223,16 @@ class S3:
                 return False
 
         _wait(made, self.proc, "moto server", log)
-        self.proxy = Proxy(self.port)
+        self.proxy = Proxy(self.port) if proxied else None
 
     def uri(self, folder: str) -> str:
-        return (f"s3://{self.BUCKET}/{folder}?endpoint_override=127.0.0.1:{self.proxy.port}"
+        port = self.proxy.port if self.proxy else self.port
+        return (f"s3://{self.BUCKET}/{folder}?endpoint_override=127.0.0.1:{port}"
                 f"&scheme=http&region=us-east-1")
 
     def close(self) -> None:
-        self.proxy.close()
+        if self.proxy:
+            self.proxy.close()
         _stop(self.proc)
 
 

@@ -205,7 +205,6 @@ def plain_loop(job_file: str) -> None:
     import multiprocessing as mp
 
     import optuna
-    from optuna.trial import TrialState
 
     from search_spaces import load_space, make_define_by_run
 
@@ -234,15 +233,23 @@ def plain_loop(job_file: str) -> None:
                 trial = running.pop(f)
                 start, end, values, diverged = f.result()
                 spans.append((start, end))
-                for step, v in enumerate(values):
-                    trial.report(v, step)
-                if diverged:
-                    study.tell(trial, state=TrialState.FAIL)
-                else:
-                    study.tell(trial, max(values))
+                tell(study, trial, values, diverged)
                 if len(asked) < len(params):
                     submit()
     Path(job_file).write_text(json.dumps({**job, "spans": spans}))
+
+
+def tell(study, trial, values: list[float], diverged: bool) -> None:
+    """A finished trial's reports, then its end: FAIL when it diverged, otherwise COMPLETE
+    with its best value."""
+    from optuna.trial import TrialState
+
+    for step, v in enumerate(values):
+        trial.report(v, step)
+    if diverged:
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, max(values))
 
 
 # --- the figures ----------------------------------------------------------------------

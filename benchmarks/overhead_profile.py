@@ -59,15 +59,20 @@ def _wrap(events: list, label: str, fn):
     return timed
 
 
-def child(events_file: str, argv: list[str]) -> int:
-    """The command with timers on its steps; the events go to `events_file`."""
-    events: list = []
-    for module, path, label in TIMED:
+def install_timers(timed: list, wrap) -> None:
+    """Replaces each (module, attribute path, label) of `timed` with `wrap(label, it)`."""
+    for module, path, label in timed:
         owner = importlib.import_module(module)
         *outer, name = path.split(".")
         for part in outer:
             owner = getattr(owner, part)
-        setattr(owner, name, _wrap(events, label, getattr(owner, name)))
+        setattr(owner, name, wrap(label, getattr(owner, name)))
+
+
+def child(events_file: str, argv: list[str]) -> int:
+    """The command with timers on its steps; the events go to `events_file`."""
+    events: list = []
+    install_timers(TIMED, lambda label, fn: _wrap(events, label, fn))
     from tune_smpl.cli import main
 
     main_at = time.time()

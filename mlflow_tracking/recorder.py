@@ -72,6 +72,11 @@ class SweepRecorder(Backfill):
         self.parent_run_id: str | None = None
         self._runs: dict[str, str] = {}  # trial_id -> child run id
         self._have_steps: dict[str, set[int]] = {}  # trial_id -> steps its run has
+        # The parent whose child runs `_runs` holds all of (one listing, then each run this
+        # recorder creates), so that a new trial costs no search; and the trials whose
+        # create_run failed, which the server may have made all the same (searched again).
+        self._listed: str | None = None
+        self._unsure: set[str] = set()
 
     # --- the sweep -------------------------------------------------------------
     def start_sweep(self, settings: Mapping[str, Any], space_yaml: str,
@@ -95,7 +100,7 @@ class SweepRecorder(Backfill):
                 tags["mlflow.source.git.commit"] = commit  # shown in the UI's run page
             run = self.client.create_run(self.experiment_id, run_name=self.sweep_name,
                                          tags=tags)
-            self.parent_run_id = run.info.run_id
+            self.parent_run_id = self._listed = run.info.run_id  # a new parent: no children
         changed = values.log_new_params(self.client, self.parent_run_id,
                                         values.flat_params(settings))
         if changed:
@@ -160,9 +165,14 @@ class SweepRecorder(Backfill):
             tags["resumes"] = resumes
         run_id = self._runs.get(trial_id) or self._find_child(trial_id)
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=trial_name, tags={
-                PARENT_ID_TAG: parent, "sweep_name": self.sweep_name, "run_kind": "trial",
-                "trial_id": trial_id, **tags})
+            try:
+                run = self.client.create_run(self.experiment_id, run_name=trial_name, tags={
+                    PARENT_ID_TAG: parent, "sweep_name": self.sweep_name, "run_kind": "trial",
+                    "trial_id": trial_id, **tags})
+            except Exception:  # the server may have made it without answering: look again
+                self._unsure.add(trial_id)
+                raise
+            self._unsure.discard(trial_id)
             run_id = run.info.run_id
         else:
             run = self.client.get_run(run_id)
@@ -233,10 +243,22 @@ class SweepRecorder(Backfill):
                             f"tags.sweep_name = {name} and tags.run_kind = 'sweep'")
 
     def _find_child(self, trial_id: str) -> str | None:
-        runs = values.search_all(self.client, self._experiment(),
-                            f"tags.`{PARENT_ID_TAG}` = '{self._require_parent()}' and "
-                            f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
-        return runs[0].info.run_id if runs else None
+        """The trial's child run of the parent: from one listing of all of them (a search
+        per trial costs a query over every child run, quadratic in a sweep's size), or a
+        search of its own where a create_run of it failed."""
+        parent = self._require_parent()
+        if trial_id in self._unsure:
+            runs = values.search_all(self.client, self._experiment(),
+                                     f"tags.`{PARENT_ID_TAG}` = '{parent}' and "
+                                     f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
+            return runs[0].info.run_id if runs else None
+        if self._listed != parent:
+            for run in values.search_all(self.client, self._experiment(),
+                                         f"tags.`{PARENT_ID_TAG}` = '{parent}'"):
+                if "trial_id" in run.data.tags:  # newest first: the newest run of a trial
+                    self._runs.setdefault(run.data.tags["trial_id"], run.info.run_id)
+            self._listed = parent
+        return self._runs.get(trial_id)
 
     def _run_of(self, trial_id: str) -> str:
         run_id = self._runs.get(trial_id) or self._find_child(trial_id)

@@ -1,3 +1,3 @@
-from tune_smpl.cli import console
+from tune_smpl.entry import console
 
 console()

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code = int(args.func(args) or 0)
         if code == 130:  # interrupted: a further Ctrl-C while Python exits (seconds, with
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ray's) must not make it -2

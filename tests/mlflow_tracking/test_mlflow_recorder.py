@@ -73,6 +73,65 @@ def test_a_report_replayed_after_a_restart_is_one_point(store_uri, experiment):
     assert [m.value for m in client.get_metric_history(run_id, "images_per_s")] == [1, 2, 10]
 
 
+def _count_searches(rec, monkeypatch) -> list:
+    calls = []
+    search = rec.client.search_runs
+
+    def counted(*args, **kwargs):
+        calls.append(args[1] if len(args) > 1 else kwargs.get("filter_string"))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(rec.client, "search_runs", counted)
+    return calls
+
+
+def test_a_new_trial_costs_no_search_and_a_resume_lists_the_children_once(
+        store_uri, experiment, monkeypatch):
+    """Issue 26: a search for the child run of each new trial was a query over every child
+    run of the sweep (quadratic in its size). A new parent has no children; a reopened one
+    lists them once, and each trial is then found, or created, without a search."""
+    rec = SweepRecorder(store_uri, "many", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    calls = _count_searches(rec, monkeypatch)
+    made = {k: rec.open_trial(k, k, {"lr": 0.1}, "running") for k in ("0000", "0001", "0002")}
+    for k in made:
+        rec.trial_reported(k, {"val_accuracy": 0.5}, step=10)
+        rec.trial_ended(k, "completed")
+    assert calls == []
+
+    again = SweepRecorder(store_uri, "many", experiment_name=experiment)
+    again.start_sweep({}, "", resume=True)
+    calls = _count_searches(again, monkeypatch)
+    assert again.open_trial("0001", "0001", {"lr": 0.1}, "running", 1) == made["0001"]
+    new = again.open_trial("0003", "0003", {"lr": 0.2}, "running")
+    assert again.open_trial("0002", "0002", {"lr": 0.1}, "running", 1) == made["0002"]
+    assert len(calls) == 1 and "trial_id" not in calls[0]  # one listing of the children
+    ids = sorted(r.info.run_id for r in _runs(store_uri, experiment)
+                 if r.data.tags.get("run_kind") == "trial")
+    assert ids == sorted([*made.values(), new])  # none twice
+
+
+def test_a_trial_run_made_by_a_create_that_failed_is_found_not_made_twice(
+        store_uri, experiment, monkeypatch):
+    """A server that made the run but whose answer was lost: the writer calls open_trial
+    again, which searches for that trial instead of trusting the listing."""
+    rec = SweepRecorder(store_uri, "lost", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    create = rec.client.create_run
+
+    def made_then_failed(*args, **kwargs):
+        create(*args, **kwargs)
+        raise ConnectionError("the answer was lost")
+
+    monkeypatch.setattr(rec.client, "create_run", made_then_failed)
+    with pytest.raises(ConnectionError):
+        rec.open_trial("0000", "0000", {"lr": 0.1}, "running")
+    monkeypatch.setattr(rec.client, "create_run", create)
+    run_id = rec.open_trial("0000", "0000", {"lr": 0.1}, "running")
+    trials = [r for r in _runs(store_uri, experiment) if r.data.tags.get("run_kind") == "trial"]
+    assert [r.info.run_id for r in trials] == [run_id]
+
+
 def test_resume_without_a_previous_parent_creates_one(store_uri, experiment):
     rec = SweepRecorder(store_uri, "fresh", experiment_name=experiment)
     parent = rec.start_sweep({}, "", resume=True)

@@ -109,8 +109,8 @@ def test_export_then_train_round_trip(sweep, tmp_path, capsys):
     assert "mlflow_run_id: unknown" not in text
     cfg = SMPLConfig.from_dict(load_yaml(out))
     rows = trials[best_tid]
-    trial_cfg = json.loads((root / "runs" / "ml" / f"trial_{best_tid}" / "params.json")
-                           .read_text())  # what Ray ran
+    trial_cfg = json.loads((root / "runs" / "ml" / f"trial_{best_tid}" / "trial.json")
+                           .read_text())["config"]  # what the trial ran, as recorded
     assert cfg == SMPLConfig.from_dict({k: v for k, v in trial_cfg.items()
                                         if k in SMPLConfig.field_names()})
     capsys.readouterr()

@@ -109,3 +109,34 @@ def test_a_stream_without_isatty_is_a_log(monkeypatch):
     closed = io.StringIO()
     closed.close()
     assert output_mode(closed) == LOG
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tally_agrees_with_a_count_of_every_trial_at_every_step(seed):
+    """Issue 26: the line counted every trial and ranked them all at each step of Ray's
+    loop (a sort of the whole sweep, several times a trial). The tally looks at the trials
+    without an outcome only; at every step it must say what the full count and
+    `outcome.best` say, ties (the earlier trial) and trials without a value included."""
+    import random
+
+    from tune_smpl.sweep.callbacks import Tally
+    from tune_smpl.sweep.outcome import OUTCOMES, best
+
+    rng = random.Random(seed)
+    records, tally = {}, Tally()
+    for _ in range(300):
+        if rng.random() < 0.4:
+            k = f"{len(records):04d}"
+            records[k] = TrialRecord(key=k, number=len(records), params={}, distributions={},
+                                     config={})
+        unfinished = [t for t in records.values() if t.outcome is None]
+        if unfinished and rng.random() < 0.4:
+            t = rng.choice(unfinished)
+            t.reports = [{"step": s, "val_accuracy": rng.choice([0.5, 0.75, 0.9])}
+                         for s in range(rng.randint(0, 3))]
+            t.outcome = rng.choice(OUTCOMES)
+        tally.update(records)
+        want = {o: sum(t.outcome == o for t in records.values()) for o in OUTCOMES}
+        assert {o: tally.counts.get(o, 0) for o in OUTCOMES} == want
+        assert set(tally.open) == {k for k, t in records.items() if t.outcome is None}
+        assert tally.top is best(records.values())

@@ -138,3 +138,32 @@ def test_report_renders_a_thousand_trials(sweep, tmp_path, capsys):
     html = (tmp_path / "report.html").read_text()
     assert _expected_ranking(written)[0] in html
     assert html.rstrip().endswith("</html>")
+
+
+def test_a_large_sweeps_curves_are_the_best_twenty_over_a_band_of_all(sweep):
+    """Issue 26: one line per trial made the report of a large sweep heavy and unreadable;
+    beyond CURVES_ALL trials it draws the best CURVES_TOP (the ranking's first) over the
+    10-90% band and the median of every trial's curve per step (numpy's, independently)."""
+    import types
+
+    import numpy as np
+
+    from tune_smpl.report.data import CURVES_TOP, SweepView, curve
+    from tune_smpl.sweep.outcome import rank
+
+    _, _, _, written = sweep
+    view = types.SimpleNamespace(trials=written, ranked=rank(written))
+    drawn, band = SweepView.curves(view)
+    assert [t.key for t, _ in drawn] == [t.key for t in rank(written) if curve(t)][:CURVES_TOP]
+    by_step: dict = {}
+    for t in written:
+        for s, v in curve(t):
+            by_step.setdefault(s, []).append(v)
+    assert [b[0] for b in band] == sorted(by_step)
+    for step, lo, mid, hi, n in band:
+        vs = np.array(by_step[step])
+        assert n == len(vs)
+        assert (lo, mid, hi) == pytest.approx(tuple(np.quantile(vs, [0.1, 0.5, 0.9])))
+    small = types.SimpleNamespace(trials=written[:30], ranked=rank(written[:30]))
+    drawn, band = SweepView.curves(small)
+    assert band == [] and [t.key for t, _ in drawn] == [t.key for t in written[:30] if curve(t)]

@@ -17,7 +17,7 @@ from tests.tune_smpl.conftest import free_port
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.storage import SweepStorage
-from tune_smpl.sweep.sync import finish, result_of, sync
+from tune_smpl.sweep.sync import COMPLETE, finish, mark_complete, result_of, sync, to_reconcile
 from tune_smpl.sweep.tracking import Tracking
 
 # key -> (outcome, reports): val_accuracy at steps 10, 20, ...
@@ -103,6 +103,27 @@ def test_finish_backfills_what_a_writer_behind_dropped(tmp_path):
     assert finish(tracking, record, "runs", hurried=lambda: False) is None
     assert _points(uri) == _want()
     assert not tracking.behind
+    assert record.meta()[COMPLETE] == {"runs": 2, "uri": uri}  # complete at run 2's end
+
+
+def test_a_resume_reconciles_every_trial_unless_mlflow_was_complete_at_the_last_end(tmp_path):
+    """Issue 26: the resume's backfill of a 1,000-trial sweep read every run back. After a
+    command that ended with this store complete (finish marks it) only what it left open
+    is reconciled; with no mark (a killed driver, a store behind), another store, or a later
+    command run that never ended, every trial is."""
+    record = _record(tmp_path)
+    trials = record.trials()
+    trials[1].outcome = None  # left unfinished by the last command
+    meta, uri = record.meta(), "sqlite:///a.db"
+    every = [t.key for t in trials]
+    assert [t.key for t in to_reconcile(meta, uri, trials, [])] == every  # never marked
+    mark_complete(record, uri)
+    meta = record.meta()
+    assert [t.key for t in to_reconcile(meta, uri, trials, [])] == ["0001"]
+    assert [t.key for t in to_reconcile(meta, uri, trials, [trials[2]])] == ["0001", "0002"]
+    assert [t.key for t in to_reconcile(meta, "sqlite:///b.db", trials, [])] == every
+    meta["runs"] += 1  # a command run since, killed before its end
+    assert [t.key for t in to_reconcile(meta, uri, trials, [])] == every
 
 
 def test_finish_backfills_after_a_catch_up_that_ran_past_its_timeout(tmp_path):

@@ -135,6 +135,8 @@ def check_finished(sweep: Path, uri: str, *, trials: int | None = None,
         assert not t["interrupted"], key
     # Ray's trial folders: one per trial, none without a record.
     assert sorted(d.name for d in sweep.glob("trial_*")) == [f"trial_{k}" for k in sorted(rec)]
+    for key, t in rec.items():
+        check_checkpoints(sweep / f"trial_{key}", t["reports"])
     # The study: the prior's trials (a warm start), then one trial per record, in the
     # outcome's state, nothing RUNNING or WAITING.
     own = own_trials(sweep, study(sweep))
@@ -195,6 +197,22 @@ def check_finished(sweep: Path, uri: str, *, trials: int | None = None,
             assert f"trial_id: {top[0]}" in export
             assert re.search(rf"best val_accuracy: {top[1]:.6g}\b", export), export[:300]
     return rec
+
+
+def check_checkpoints(folder: Path, reports: list[dict]) -> None:
+    """Of the checkpoints a trial's reports name, only its latest two, its best report's and
+    a restart point are left (the driver deletes the others, issue 26); the best report's
+    is there."""
+    named = [r["checkpoint_dir_name"] for r in reports if r.get("checkpoint_dir_name")]
+    scored = [r for r in reports if isinstance(r.get("val_accuracy"), (int, float))
+              and math.isfinite(r["val_accuracy"])]
+    best = max(scored, key=lambda r: r["val_accuracy"], default={}).get("checkpoint_dir_name")
+    keep = set(named[-2:]) | ({best} if best else set())
+    keep |= {n for n in named if n.startswith("restart_")}
+    have = {d.name for d in folder.iterdir() if d.is_dir()}
+    assert not (have & set(named)) - keep, (folder.name, sorted(have), named, best)
+    if best:
+        assert best in have, (folder.name, best, sorted(have))
 
 
 def check_interrupted(sweep: Path, uri: str) -> dict[str, dict]:

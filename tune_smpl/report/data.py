@@ -32,6 +32,11 @@ DIAGNOSTICS = {"train/feedback_abs": "|h| (mean over the window)",
                "train/mpl_grad_ratio": "||grad L_mpl|| / ||grad L_uda||"}
 EVALUATOR = "fANOVA (optuna.importance.FanovaImportanceEvaluator, seed 0)"
 TOP_DIAGNOSED = 3  # the best trials whose diagnostics are drawn
+# Learning curves: up to CURVES_ALL trials every curve is drawn; beyond, the best CURVES_TOP
+# and a band of all of them (issue 26: a line per trial made a 1,000-trial report.html
+# heavy and its figure unreadable).
+CURVES_ALL, CURVES_TOP = 60, 20
+BAND = (0.1, 0.9)  # the band's quantiles, per step
 FEW_TRIALS = 10  # below this many measured trials, fANOVA's forest fits little
 
 
@@ -92,8 +97,56 @@ class SweepView:
         return [t for t in self.ranked
                 if any(k in r for r in t.reports for k in DIAGNOSTICS)][:TOP_DIAGNOSED]
 
+    def curves(self) -> tuple[list[tuple[TrialRecord, list[tuple[int, float]]]], list[tuple]]:
+        """The learning curves drawn, as (trial, [(step, val_accuracy)]): every trial's
+        up to CURVES_ALL curves, else the best CURVES_TOP's; and then the band of every
+        curve, per step: (step, BAND[0] quantile, median, BAND[1] quantile, curves) (empty
+        when every curve is drawn)."""
+        every = [(t, pts) for t in self.trials if (pts := curve(t))]
+        if len(every) <= CURVES_ALL:
+            return every, []
+        drawn = [(t, pts) for t in self.ranked if (pts := curve(t))][:CURVES_TOP]
+        by_step: dict[int, list[float]] = {}
+        for _, pts in every:
+            for step, v in pts:
+                by_step.setdefault(step, []).append(v)
+        band = []
+        for step, vs in sorted(by_step.items()):
+            vs.sort()
+            band.append((step, _quantile(vs, BAND[0]), _quantile(vs, 0.5),
+                         _quantile(vs, BAND[1]), len(vs)))
+        return drawn, band
+
     def elapsed(self, t: TrialRecord) -> float | None:
         return None if t.ended_at is None else max(0.0, t.ended_at - self.t0)
+
+
+def curve(t: TrialRecord) -> list[tuple[int, float]]:
+    """A trial's learning curve: (step, val_accuracy) of each report that has both."""
+    return [(int(r["step"]), float(r[METRIC])) for r in t.reports
+            if isinstance(r.get(METRIC), (int, float)) and not isinstance(r.get(METRIC), bool)
+            and "step" in r]
+
+
+def band_count(band: list[tuple]) -> int:
+    """The trials a band is made of: those with a value at its most reported step."""
+    return max(b[4] for b in band)
+
+
+def curves_title(drawn: list, band: list[tuple]) -> str:
+    """The learning curves' title: what is drawn of how many."""
+    if not band:
+        return "Learning curves (dashed, ending in x: stopped)"
+    return (f"Learning curves of the best {len(drawn)} trials (dashed, ending in x: stopped), "
+            f"over the middle {BAND[1] - BAND[0]:.0%} and the median of all")
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of sorted values, linear between the two around it."""
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (pos - lo) * (sorted_values[hi] - sorted_values[lo])
 
 
 def _name_metric(study: optuna.Study) -> None:

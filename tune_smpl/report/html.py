@@ -13,7 +13,7 @@ import time
 from plotly.offline import get_plotlyjs
 
 from tune_smpl.report import interactive
-from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.report.data import CURVES_ALL, CURVES_TOP, DIAGNOSTICS, SweepView
 from tune_smpl.sweep.finalists import Measure, StageStatus, table
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, counts
 from tune_smpl.sweep.prior import describe as describe_prior
@@ -38,7 +38,9 @@ TITLES = {
                  "Every measured trial as one line through its knob values to its value."),
     "slices": ("Slices", "val_accuracy against each searched knob: where the good region is."),
     "curves": ("Learning curves",
-               "val_accuracy against step for every trial; a dashed line ending in a cross is "
+               f"val_accuracy against step for every trial (beyond {CURVES_ALL} trials: the "
+               f"best {CURVES_TOP}, over a band of all of them per step); a dashed line "
+               "ending in a cross is "
                "a trial ASHA stopped (or the budget cut) there."),
     "diagnostics": ("Feedback diagnostics",
                     "Of the best trials: " + "; ".join(DIAGNOSTICS.values()) + "."),

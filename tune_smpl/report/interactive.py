@@ -14,7 +14,7 @@ import optuna.visualization as ov
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.report.data import BAND, DIAGNOSTICS, SweepView, band_count, curves_title
 from tune_smpl.sweep.finalists import Measure
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
 
@@ -99,14 +99,25 @@ def slices(view: SweepView) -> go.Figure | None:
 
 
 def curves(view: SweepView) -> go.Figure | None:
-    """One line per trial that reported: `val_accuracy` against step; a stopped trial's
-    line is dashed and ends in a cross where it was stopped."""
+    """One line per trial that reported (the best CURVES_TOP of a large sweep, over the
+    band every trial's curve makes): `val_accuracy` against step; a stopped trial's line
+    is dashed and ends in a cross where it was stopped."""
+    drawn, band = view.curves()
+    if not drawn:
+        return None
     fig = go.Figure()
-    for t in view.trials:
-        pts = [(r["step"], r[METRIC]) for r in t.reports
-               if isinstance(r.get(METRIC), (int, float)) and "step" in r]
-        if not pts:
-            continue
+    if band:
+        steps = [b[0] for b in band]
+        fig.add_trace(go.Scatter(x=steps, y=[b[3] for b in band], mode="lines",
+                                 line={"width": 0}, showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=steps, y=[b[1] for b in band], mode="lines", line={"width": 0}, fill="tonexty",
+            fillcolor="rgba(127,127,127,0.25)", hoverinfo="skip",
+            name=f"middle {BAND[1] - BAND[0]:.0%} of all {band_count(band)} trials"))
+        fig.add_trace(go.Scatter(x=steps, y=[b[2] for b in band], mode="lines",
+                                 line={"color": "#7f7f7f"}, name="median of all trials",
+                                 text=[f"{b[4]} trials" for b in band]))
+    for t, pts in drawn:
         stopped = t.outcome not in (Outcome.COMPLETED,)
         fig.add_trace(go.Scatter(
             x=[s for s, _ in pts], y=[v for _, v in pts], name=f"trial {t.key} "
@@ -115,10 +126,8 @@ def curves(view: SweepView) -> go.Figure | None:
                                         "dash": DASH.get(t.outcome, "dot")},
             marker={"symbol": ["circle"] * (len(pts) - 1) + ["x" if stopped else "circle"],
                     "size": [5] * (len(pts) - 1) + [12 if stopped else 5]}))
-    if not fig.data:
-        return None
-    return fig.update_layout(title="Learning curves (dashed, ending in x: stopped)",
-                             xaxis_title="step", yaxis_title=METRIC)
+    return fig.update_layout(title=curves_title(drawn, band), xaxis_title="step",
+                             yaxis_title=METRIC)
 
 
 def diagnostics(view: SweepView) -> go.Figure | None:

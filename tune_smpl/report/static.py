@@ -11,7 +11,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from tune_smpl.report.data import DIAGNOSTICS, SweepView
+from tune_smpl.report.data import BAND, DIAGNOSTICS, SweepView, band_count, curves_title
 from tune_smpl.report.interactive import COLORS
 from tune_smpl.sweep.finalists import Measure
 from tune_smpl.sweep.outcome import LABELS, METRIC, OUTCOMES, SCORED, Outcome
@@ -125,26 +125,26 @@ def slices(view: SweepView) -> Figure | None:
 
 
 def curves(view: SweepView) -> Figure | None:
+    drawn, band = view.curves()
+    if not drawn:
+        return None
     fig = Figure(figsize=(8, 4.5))
     ax = fig.add_subplot()
-    drawn = 0
-    for t in view.trials:
-        pts = [(r["step"], r[METRIC]) for r in t.reports
-               if isinstance(r.get(METRIC), (int, float)) and "step" in r]
-        if not pts:
-            continue
-        drawn += 1
+    if band:
+        steps = [b[0] for b in band]
+        ax.fill_between(steps, [b[1] for b in band], [b[3] for b in band], color="#7f7f7f",
+                        alpha=0.25, lw=0,
+                        label=f"middle {BAND[1] - BAND[0]:.0%} of all {band_count(band)}")
+        ax.plot(steps, [b[2] for b in band], color="#7f7f7f", label="median of all")
+    for t, pts in drawn:
         color = COLORS.get(t.outcome, "#333333")
         ax.plot([s for s, _ in pts], [v for _, v in pts], STYLE.get(t.outcome, ":"),
                 color=color, marker="o", ms=3, label=f"{t.key} {LABELS.get(t.outcome, '')}")
         if t.outcome != Outcome.COMPLETED:
             ax.plot(*pts[-1], "x", color=color, ms=10, mew=2)
-    if not drawn:
-        return None
-    ax.set(xlabel="step", ylabel=METRIC,
-           title="Learning curves (dashed, ending in x: stopped)")
-    if drawn <= 12:
-        ax.legend(fontsize=7, ncol=2)
+    ax.set(xlabel="step", ylabel=METRIC, title=curves_title(drawn, band))
+    if len(drawn) <= 12 or band:
+        ax.legend(fontsize=7, ncol=2 if len(drawn) <= 12 else 3)
     return fig
 
 

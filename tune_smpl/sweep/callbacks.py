@@ -5,14 +5,17 @@ Ray calls them on the driver; they forward what happened to the `Ledger`, which 
 
 from __future__ import annotations
 
+import math
 import posixpath
 import sys
 import time
+from itertools import islice
 
 from ray.tune import Callback, Stopper
 
 from tune_smpl.sweep.ledger import Ledger
-from tune_smpl.sweep.outcome import LABELS, METRIC, SCORED, Outcome, best, score
+from tune_smpl.sweep.outcome import LABELS, METRIC, SCORED, Outcome, score
+from tune_smpl.sweep.record import TrialRecord
 from tune_smpl.sweep.restarts import trial_error
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.summary import fmt
@@ -64,6 +67,34 @@ class BudgetStopper(Stopper):
         return self.deadline is not None and time.time() >= self.deadline
 
 
+class Tally:
+    """Outcome counts and the best trial (as `outcome.best` picks it) of a dict of records
+    that only grows, each record's outcome set once: a step looks at the records without
+    one (those running or pending), not at every trial of the sweep."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # records of the dict taken in (its insertion order)
+        self.open: dict[str, tuple[int, TrialRecord]] = {}  # key -> (position, record)
+        self.counts: dict[str, int] = {}
+        self.top: TrialRecord | None = None
+        self._top_at, self._top_v = -1, math.nan
+
+    def update(self, records: dict[str, TrialRecord]) -> None:
+        if len(records) > self.seen:
+            for i, t in enumerate(islice(records.values(), self.seen, None), self.seen):
+                self.open[t.key] = (i, t)
+            self.seen = len(records)
+        for key, (i, t) in list(self.open.items()):
+            if t.outcome is None:
+                continue
+            del self.open[key]
+            self.counts[t.outcome] = self.counts.get(t.outcome, 0) + 1
+            v = score(t.reports)[0] if t.outcome in SCORED else math.nan
+            if not math.isnan(v) and (math.isnan(self._top_v) or v > self._top_v or (
+                    v == self._top_v and i < self._top_at)):  # ties: the earlier trial
+                self.top, self._top_at, self._top_v = t, i, v
+
+
 class ProgressLine(Callback):
     """running / pending / completed / stopped / failed, the best value, elapsed time; all
     counts from the ledger's outcomes. On a terminal the line rewrites itself; in a log it
@@ -73,17 +104,17 @@ class ProgressLine(Callback):
                  finalists: bool = False):
         self.ledger, self.searched, self.log_every_s = ledger, searched, log_every_s
         self.finalists = finalists  # the finalist stage: its runs, no best
+        self.tally = Tally()
         self._t0 = time.monotonic()
         self._last_counts, self._last_print, self._last_width = "", 0.0, 0
 
     def line(self, trials=()) -> str:
-        running = {t.trial_id for t in trials if t.status == "RUNNING"}
-        keys = {self.ledger.by_ray.get(r) for r in running}
-        counts: dict[str, int] = {}
-        records = self.ledger.finalists if self.finalists else self.ledger.trials
-        for t in records.values():
-            what = t.outcome or ("running" if t.key in keys else "pending")
-            counts[what] = counts.get(what, 0) + 1
+        tally = self.tally
+        tally.update(self.ledger.finalists if self.finalists else self.ledger.trials)
+        running = {self.ledger.by_ray.get(t.trial_id) for t in trials if t.status == "RUNNING"}
+        counts = dict(tally.counts)
+        counts["running"] = sum(key in running for key in tally.open)
+        counts["pending"] = len(tally.open) - counts["running"]
         elapsed = int(time.monotonic() - self._t0)
         parts = [f"[{elapsed // 60:02d}:{elapsed % 60:02d}]"] + [
             f"{label} {sum(counts.get(o, 0) for o in group)}" for label, group in (
@@ -92,7 +123,7 @@ class ProgressLine(Callback):
                 ("failed", (Outcome.DIVERGED, Outcome.ERRORED, Outcome.OUT_OF_MEMORY)))]
         if self.finalists:
             return "finalists " + " | ".join(parts)
-        top = best(self.ledger.trials.values())
+        top = tally.top
         if top is not None:
             cfg = ", ".join(f"{k}={fmt(top.params.get(k))}" for k in self.searched)
             parts.append(f"best {METRIC} {score(top.reports)[0]:.4f} ({cfg})")

@@ -13,6 +13,7 @@ writes are queued to one writer thread, and what MLflow misses is filled in from
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import optuna
 import sqlalchemy.exc
@@ -20,11 +21,13 @@ from optuna.trial import TrialState
 
 from trainables import RESTORE_FIELD
 from tune_smpl.sweep.outcome import METRIC, OPTUNA_STATE, Outcome, decide, score
+from tune_smpl.sweep.prune import Pruner
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.record_writer import describe, storage_error
 from tune_smpl.sweep.restarts import RestartNotices, error_line, last_failure
 from tune_smpl.sweep.stop import STOP
 from tune_smpl.sweep.study import PRIOR, distributions_json, proposer, study_file
+from tune_smpl.sweep.study_mirror import StudyMirror
 from tune_smpl.sweep.tracking import Tracking, report_metrics
 
 KEY_FIELD = "trial_key"  # in a Tune trial's config: its record's folder (trial_0003, ...)
@@ -38,12 +41,17 @@ class Ledger:
                  define_by_run, base: dict, *, sampler: str, n_startup: int, steps: int,
                  deadline: float | None, tracking: Tracking | None = None,
                  restore: dict[str, str] | None = None,
-                 finalists: list[TrialRecord] | None = None, n_prior: int = 0):
+                 finalists: list[TrialRecord] | None = None, n_prior: int = 0,
+                 mirror: StudyMirror | None = None):
         self.record = record
         self.trials = {t.key: t for t in trials}  # the search trials
         self.finalists = {t.key: t for t in finalists or []}  # the finalist runs
         self.queue: list[str] = []  # finalist runs the running Tuner has still to start
         self.study = study
+        # The study's storage when it is written through to optuna.db by a thread: a write
+        # the file refused stops the sweep as one of the study's own did (_study_failed).
+        self.mirror = mirror
+        self.pruner = Pruner(record.storage, record.name)
         # A warm-started study holds the prior's trials first: study trial n_prior + n is
         # the sweep's trial n (`prior`); the ledger never sees a prior trial.
         self.n_prior = n_prior
@@ -79,7 +87,7 @@ class Ledger:
         """Ask the study for the next trial (an unfinished one of a resumed sweep first, as
         enqueued, then the prior's best, as enqueued) and record it before Ray runs it;
         return its Tune config (None once the study's database has failed)."""
-        if self.study_error is not None:
+        if self._study_broken():
             return None
         try:
             return self._new_trial(ray_id)
@@ -159,6 +167,7 @@ class Ledger:
             return
         row = t.add_report(result)
         self.record.save_trial(t)
+        self.pruner.reported(t, row)  # the checkpoints this report superseded (prune.py)
         node = row.get("ray_node_id")
         if node and self.nodes.get(t.key) != node:  # where it runs, for a cluster's user
             self.nodes[t.key] = node
@@ -261,12 +270,28 @@ class Ledger:
     # --- the study's database -----------------------------------------------------------
     def _in_study(self, write, *args) -> None:
         """A write of the study, unless its database has failed; a failure stops the sweep."""
-        if self.study_error is not None:
+        if self._study_broken():
             return
         try:
             write(*args)
         except STUDY_ERRORS as e:
             self._study_failed(e)
+
+    def _study_broken(self) -> bool:
+        """The study's database has failed (here, or in its mirror's thread)."""
+        if self.study_error is None and self.mirror is not None and self.mirror.error:
+            self._study_failed(self.mirror.error)
+        return self.study_error is not None
+
+    def close_study(self, give_up: Callable[[], bool] = lambda: False) -> None:
+        """Wait until optuna.db has every write of the study (unless `give_up()`: a second
+        Ctrl-C leaves the file behind; it is a view, which `--resume` rebuilds); a write it
+        refused meanwhile counts as the study's failure."""
+        if self.mirror is None:
+            return
+        while not self.mirror.close(0.5) and not give_up():
+            pass
+        self._study_broken()
 
     def _study_failed(self, e: BaseException) -> None:
         """The study's SQLite file did not take a write: its disk is full or read-only (on

@@ -2,8 +2,8 @@
 
 A trial the sweep did not finish (Ctrl-C, a killed driver, a lost head node) runs on from
 the checkpoint of its last recorded report: the trainable saves a checkpoint before Ray
-hands the driver its report, and Ray deletes an older checkpoint only after the ledger has
-recorded the newer report, so that checkpoint is on the storage. Reports past it (none,
+hands the driver its report, and the driver deletes a checkpoint only once two newer
+reports are recorded (prune.py), so that checkpoint is on the storage. Reports past it (none,
 unless the record is behind its files) are dropped: they come again. A trial with no
 checkpoint starts from step 0 with its own config.
 
@@ -19,7 +19,7 @@ import time
 
 from trainables.train import STATE_FILE
 from tune_smpl.sweep.outcome import decide
-from tune_smpl.sweep.record import TRIAL_FILE, SweepRecord, TrialRecord
+from tune_smpl.sweep.record import SweepRecord, TrialRecord
 
 log = logging.getLogger(__name__)
 _CHECKPOINT_DIRS = ("checkpoint_", "restart_")
@@ -59,14 +59,14 @@ def settle_done(record: SweepRecord, trials: list[TrialRecord], steps: int
     return done
 
 
-def drop_orphans(record: SweepRecord) -> list[str]:
+def drop_orphans(record: SweepRecord, known: list[TrialRecord]) -> list[str]:
     """Delete the trial folders that have no record file (Ray's files of a trial whose
     record never reached a storage that failed: the record re-asks that trial, and the new
-    one must not find the old one's checkpoints in its folder); their names."""
-    storage, gone = record.storage, []
+    one must not find the old one's checkpoints in its folder); their names. `known`: every
+    record the sweep's folders hold (just read: one listing, no lookup per folder)."""
+    storage, gone, have = record.storage, [], {t.name for t in known}
     for d in storage.list_dirs(record.name):
-        if d.startswith(("trial_", "finalist_")) and not storage.exists(record.name, d,
-                                                                         TRIAL_FILE):
+        if d.startswith(("trial_", "finalist_")) and d not in have:
             storage.delete_dir(record.name, d)
             gone.append(d)
     if gone:

@@ -25,6 +25,7 @@ from tune_smpl.sweep import prior
 from tune_smpl.sweep.finalists import FinalistStage, StageStatus, plan, run_key
 from tune_smpl.sweep.ledger import Ledger
 from tune_smpl.sweep.outcome import METRIC, MODE, Outcome
+from tune_smpl.sweep.prune import CLOSE_WAIT_S
 from tune_smpl.sweep.record import FINALIST, SweepRecord, SweepStatus, TrialRecord
 from tune_smpl.sweep.record_writer import RecordWriter, StorageFailure, describe, storage_error
 from tune_smpl.sweep.restarts import LOG_NAME, route_ray_messages
@@ -43,6 +44,8 @@ from tune_smpl.sweep.study import (
     startup_trials,
     study_file,
 )
+from tune_smpl.sweep.study_mirror import StudyMirror
+from tune_smpl.sweep.sync import to_reconcile
 from tune_smpl.sweep.tracking import Tracking
 from tune_smpl.sweep.tuner import build_finalist_tuner, build_tuner
 
@@ -77,9 +80,9 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
               tracking: Tracking) -> SweepResult:
     meta = record.meta()
     trials, runs = record.trials(), record.finalists()
-    settle_done(record, trials + runs, base.steps)  # stopped after their last report
+    settled = settle_done(record, trials + runs, base.steps)  # stopped after their last report
     restore = restart_points(record, trials + runs)
-    drop_orphans(record)
+    drop_orphans(record, trials + runs)
     # From here the record is written by a thread of its own, so that a storage that fails
     # never holds up a trial (record_writer.py); the stages and the end wait for it.
     writer = record.writer = RecordWriter(record.storage.write_text, record.uri)
@@ -89,7 +92,9 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     # propose its first configs again.
     seed = (settings.seed * 1_000_003 + meta["runs"]) % 2**32
     warm = prior.read(record, meta)  # a warm start's prior, as the sweep started with it
-    study = build_study(trials, settings.name, f"sqlite:///{db}",
+    # In memory for the ledger, written through to optuna.db by a thread (study_mirror.py)
+    mirror = StudyMirror(db)
+    study = build_study(trials, settings.name, mirror,
                         make_sampler(settings.sampler, seed, n_startup), warm)
     n_prior = len(warm.trials) if warm else 0
     check_numbers(study, trials, n_prior)
@@ -98,8 +103,8 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     ledger = Ledger(record, trials, study, make_define_by_run(space), base.to_dict(),
                     sampler=settings.sampler, n_startup=n_startup, steps=base.steps,
                     deadline=deadline, tracking=tracking, restore=restore, finalists=runs,
-                    n_prior=n_prior)
-    tracking.reconcile(trials + runs)
+                    n_prior=n_prior, mirror=mirror)
+    tracking.reconcile(to_reconcile(meta, tracking.uri, trials + runs, settled))
     meta.update(status=str(SweepStatus.RUNNING), runs=meta["runs"] + 1)
     record.save_meta(meta)
     remaining = settings.num_samples - sum(t.finished for t in trials)
@@ -134,6 +139,8 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
     # fails, never the writes themselves); a storage that failed is said instead of a
     # summary the record would not back.
     writer.close(lambda: STOP.hurried and record.failing)
+    ledger.close_study(lambda: STOP.hurried)  # optuna.db with every write (a view: see there)
+    ledger.pruner.close(0 if STOP.hurried else CLOSE_WAIT_S)  # the deletes under way
     failure = writer.failure(tuple(ledger.storage_left), ledger.storage_error)
     unwritten, record.writer = writer.pending, None
     other = ledger.study_error or ledger.ray_storage_error  # not the record's own writes

@@ -129,13 +129,15 @@ def frozen(t: TrialRecord) -> optuna.trial.FrozenTrial:
                         user_attrs=attrs, intermediate_values=steps)
 
 
-def build_study(trials: list[TrialRecord], name: str, storage: str | None = None,
+def build_study(trials: list[TrialRecord], name: str,
+                storage: str | optuna.storages.BaseStorage | None = None,
                 sampler: optuna.samplers.BaseSampler | None = None,
                 prior=None) -> optuna.Study:
-    """The study of a record: `storage` an SQLite URL (replaced) or None (in memory).
+    """The study of a record: `storage` an SQLite URL (replaced), a storage (a sweep's
+    `study_mirror.StudyMirror`, new) or None (in memory).
     `prior` (a `prior.Prior`): its trials first, then the record's, then the prior's best
     that no trial of the record has run yet (the first trials of a sweep are those)."""
-    if storage and storage.startswith("sqlite:///"):
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
         db = Path(storage[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
         db.unlink(missing_ok=True)

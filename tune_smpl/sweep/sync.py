@@ -112,6 +112,32 @@ def sync(record: SweepRecord, target: SweepRecorder | str, timeout_s: float = 60
                   len(trials) + len(runs) + 1)
 
 
+COMPLETE = "mlflow_complete"  # sweep.json: the command run whose end left MLflow complete
+
+
+def mark_complete(record: SweepRecord, uri: str | None) -> None:
+    """The record says that MLflow at `uri` had everything at the end of its latest
+    command run (`runs`): the next `--resume` backfills only what that run left open."""
+    try:
+        meta = record.meta()
+        meta[COMPLETE] = {"runs": meta["runs"], "uri": uri}
+        record.save_meta(meta)
+    except OSError as e:  # the storage went away: the next resume backfills every trial
+        log.info("sweep %s: MLflow's completeness not recorded: %s", record.name, e)
+
+
+def to_reconcile(meta: dict, uri: str | None, trials: list[TrialRecord],
+                 changed: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials whose MLflow runs a command starting now makes match the record: all of
+    them, unless the last command run ended with MLflow at `uri` complete (mark_complete;
+    a killed driver or a server that stayed away never marks it): then those it left
+    unfinished and those the record has `changed` since (resume.settle_done)."""
+    if meta.get(COMPLETE) != {"runs": meta["runs"], "uri": uri}:
+        return trials
+    keys = {t.key for t in changed}
+    return [t for t in trials if not t.finished or t.key in keys]
+
+
 def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
            hurried: Callable[[], bool], timeout_s: float = CLOSE_WAIT_S) -> str | None:
     """The end of a command's MLflow writes: wait (`timeout_s` in all; more while the
@@ -135,6 +161,7 @@ def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
     complete = not left and not tracking.behind
     tracking.stop()
     if complete:
+        mark_complete(record, tracking.uri)
         return None
     fill_in = (f"`tune-smpl sync {record.name} --storage-path {shlex.quote(storage_path)}` "
                f"(or --resume) fills it in from the record")

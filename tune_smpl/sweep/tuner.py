@@ -69,7 +69,6 @@ def _tuner(settings: SweepSettings, ledger: Ledger, constants: dict, searcher, n
             verbose=0, stop=BudgetStopper(ledger.deadline),
             callbacks=[LedgerCallback(ledger), progress],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            # Keeps the best report's checkpoint; Ray always keeps the latest as well, so a
-            # trial holds at most two on disk.
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE)))
+            # Ray keeps every checkpoint: the ledger deletes the superseded ones (prune.py;
+            # Ray's num_to_keep would save its whole experiment state at every report).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))
