@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=140, help="fault rounds (default 140)")
     p.add_argument("--faults", default=",".join(FAULTS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="the run's seed (default 0); with --report, only that seed's rounds")
     p.add_argument("--quick", action="store_true", help="a small sweep and short outages")
     p.add_argument("--baselines", type=int, default=None,
                    help="no-fault rounds per setup (default 3, --quick 1)")
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, metavar="FILE", help="print FILE's table and exit")
     args = p.parse_args(argv)
     if args.report:
-        lines = read_lines(args.report)
+        lines = [ln for ln in read_lines(args.report)
+                 if args.seed is None or ln["seed"] // 1_000_003 == args.seed]
         print(table(lines))
         print(violations_text(lines))
         return 0
@@ -173,10 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(faults) - set(FAULTS))
     if bad or not faults:
         p.error(f"--faults must name some of {', '.join(FAULTS)}, but got {args.faults!r}")
+    seed = 0 if args.seed is None else args.seed
     n_base = args.baselines if args.baselines is not None else (1 if args.quick else 3)
-    rounds = plan(args.seed, args.rounds, faults, args.quick)
+    rounds = plan(seed, args.rounds, faults, args.quick)
     setups = sorted({SETUP[f] for f in faults})
-    todo = baselines(args.seed, n_base, setups) + rounds
+    todo = baselines(seed, n_base, setups) + rounds
     done = {key(ln) for ln in read_lines(args.out)}
     todo = [r for r in todo if key({**r, "quick": args.quick,
                                     "setup": r.get("setup") or SETUP[r["kind"]]}) not in done]
