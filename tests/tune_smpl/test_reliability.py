@@ -171,14 +171,17 @@ def test_killed_worker_restarts_from_its_checkpoint_in_the_same_trial(mixed):
     assert "last_failure" in children[key].data.tags
 
 
-def test_each_trial_keeps_at_most_its_best_and_latest_checkpoint(mixed):
+def test_each_trial_keeps_at_most_its_best_latest_and_the_one_before(mixed):
+    """sweep/prune.py's contract (docs/design.md): the latest checkpoint, the one before it
+    (the record may still name it while its writer catches up), the best report's."""
     for key, t in mixed["rec"].items():
         kept = sorted(p.name for p in (mixed["sweep"] / f"trial_{key}").glob("checkpoint_*"))
-        assert len(kept) <= 2, (key, kept)
+        assert len(kept) <= 3, (key, kept)
         if mixed["kinds"][key] == "good":
             rows = t["reports"]
             best = max(rows, key=lambda r: r["val_accuracy"])  # first of equals, like Ray
-            assert set(kept) == {best["checkpoint_dir_name"], rows[-1]["checkpoint_dir_name"]}
+            assert set(kept) == {best["checkpoint_dir_name"],
+                                 *(r["checkpoint_dir_name"] for r in rows[-2:])}, (key, kept)
 
 
 def test_time_budget_cuts_trials_through_the_normal_stop(ray_local, tmp_path, capsys):
