@@ -187,8 +187,19 @@ class Runner:
             violations += invariants.check_exit(c.rc, allowed, f"{role} command")
             violations += invariants.check_output(c.out, f"{role} command")
         views = _read(ctx)
-        views["study"] = invariants.read_study(ctx["study"], name)  # on the driver for a bucket
-        views["mlflow"] = invariants.read_mlflow(ctx["tracking"], name)
+        # the study (on the driver for a bucket) and MLflow: a store that cannot be opened
+        # is the round's violation, not the end of the run (a store left half-made by a
+        # driver killed while it made it did that once)
+        for key, invariant, read, where in (
+                ("study", "study_agrees", invariants.read_study, ctx["study"]),
+                ("mlflow", "mlflow_agrees", invariants.read_mlflow, ctx["tracking"])):
+            try:
+                views[key] = read(where, name)
+            except Exception as e:  # noqa: BLE001 - any failure to read is the finding
+                views[key] = None
+                first = (str(e).splitlines() or [""])[0]
+                violations.append(invariants.violation(
+                    invariant, f"{key} unreadable: {type(e).__name__}: {first}"))
         rec = views["record"]
         violations += invariants.check_views(views, m["trials"])
         for snap in snapshots:

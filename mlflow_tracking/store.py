@@ -97,7 +97,8 @@ def open_client(tracking_uri: str) -> MlflowClient:
 def _first_use_lock(tracking_uri: str):
     """Serialise the first use of a sqlite store across processes: MLflow creates and
     migrates its tables on a process's first call, and two sweeps started at once on a new
-    runs/ would both run the migrations and fail (alembic: `duplicate column`)."""
+    runs/ would both run the migrations and fail (alembic: `duplicate column`). Under the
+    lock a new store is made whole before it gets its name (`_create_store`)."""
     db = sqlite_path(tracking_uri)
     if db is None or sys.platform == "win32":  # not POSIX (no fcntl): no lock
         yield
@@ -108,9 +109,25 @@ def _first_use_lock(tracking_uri: str):
     with open(db.with_name(db.name + ".lock"), "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            if not db.exists():
+                _create_store(db)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _create_store(db: Path) -> None:
+    """A new sqlite store, made in `<db>.creating` and renamed to `db` once MLflow has made
+    all its tables. MLflow makes them in dozens of transactions (its migrations); a process
+    killed among them left a file MLflow no longer opens (`table ... already exists`, found
+    by benchmarks/chaos.py: a driver killed 7.5 s into a sweep's first start). The rename is
+    atomic, so `db` is either absent or whole; a side file a killed creator left is made
+    again. Called under the lock, so one creator at a time."""
+    part = db.with_name(db.name + ".creating")
+    for leftover in (part, part.with_name(part.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    MlflowClient(f"sqlite:///{part}")  # its constructor makes the tables
+    os.replace(part, db)
 
 
 def _ensure(client: MlflowClient, tracking_uri: str, name: str,

@@ -16,6 +16,7 @@ import sys
 
 from smpl_core.errors import ConfigError
 from tune_smpl.commands import dashboard, export, report, sync, train, tune, ui
+from tune_smpl.entry import ctrl_c_caused
 
 SUBCOMMANDS = [train, tune, export, report, sync, ui, dashboard]
 
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tune-smpl: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as e:  # not SystemExit: argparse's own exits
+        if not ctrl_c_caused(e):  # a programming error: its traceback
+            raise
         print("tune-smpl: interrupted", file=sys.stderr)
         return 130
 

@@ -20,10 +20,27 @@ import signal
 import sys
 
 
+def ctrl_c_caused(exc: BaseException | None) -> bool:
+    """Whether `exc` is a Ctrl-C: a KeyboardInterrupt, or an exception raised from one.
+    Python 3.11 turns a KeyboardInterrupt raised in a descriptor's `__set_name__`, while a
+    class is made inside an import, into `RuntimeError: Error calling __set_name__` (its
+    `__cause__` the KeyboardInterrupt): a Ctrl-C 2.4 s into `tune`, inside MLflow's import
+    (tests/tune_smpl/test_console.py in a clean clone), ended by that traceback and exit 1.
+    Only the `raise ... from` chain counts: an error raised while a Ctrl-C was being handled
+    (its `__context__`) stays a programming error with its traceback."""
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__
+    return False
+
+
 def console() -> None:
     try:
         from tune_smpl.cli import console as run
-    except KeyboardInterrupt:
+    except BaseException as e:
+        if not ctrl_c_caused(e):
+            raise
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while it exits
         print("tune-smpl: interrupted", file=sys.stderr, flush=True)
         sys.stdout.flush()

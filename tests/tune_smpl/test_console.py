@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.tune_smpl.conftest import REPO, cli_env, cli_sets, end_group, start_cli
+from tune_smpl.commands import export
 
 # A stand-in for `main` and an exit handler registered after `console`'s (as every
 # library's is), which must still run, before the process ends with main's status.
@@ -76,3 +77,49 @@ def test_a_ctrl_c_during_the_start_up_exits_130_without_a_traceback(tmp_path, de
     assert proc.returncode == 130, out
     assert "Traceback" not in out, out
     assert "interrupted" in out, out
+
+
+class _SetNameInterrupted:
+    """A descriptor whose `__set_name__` is where the Ctrl-C lands, as in the clean-clone
+    failure (functools.cached_property inside MLflow's import)."""
+
+    def __set_name__(self, owner, name):
+        raise KeyboardInterrupt
+
+
+def _make_class() -> None:
+    type("Made", (), {"attr": _SetNameInterrupted()})
+
+
+def test_a_ctrl_c_that_python_wrapped_is_still_a_ctrl_c(monkeypatch, capsys):
+    import tune_smpl.cli as cli
+
+    # the interpreter's own wrapping, not one built here: RuntimeError from the interrupt
+    # on Python 3.11, the KeyboardInterrupt itself (with a note) on 3.12 and later
+    with pytest.raises((RuntimeError, KeyboardInterrupt)) as made:
+        _make_class()
+    assert cli.ctrl_c_caused(made.value)
+    monkeypatch.setattr(export, "run", lambda args: _make_class())  # the command's work
+    assert cli.main(["export", "x"]) == 130
+    assert capsys.readouterr().err == "tune-smpl: interrupted\n"
+
+
+def test_an_error_while_a_ctrl_c_is_handled_keeps_its_traceback(monkeypatch):
+    import tune_smpl.cli as cli
+
+    def cleanup_fails():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("a bug in the clean-up") from None
+
+    def chained():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            {}["missing"]  # its __context__ is the Ctrl-C, its cause nothing
+
+    for func, exc in ((cleanup_fails, ValueError), (chained, KeyError)):
+        monkeypatch.setattr(export, "run", lambda args, f=func: f())
+        with pytest.raises(exc):
+            cli.main(["export", "x"])
