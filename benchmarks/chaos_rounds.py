@@ -160,7 +160,7 @@ class Runner:
         cmd.finish(m["timeout"] - (time.time() - cmd.t0))
         if fault is not None:
             fault.restore()
-        runs = [(cmd, "first", fault.allowed() if fault else (0,))]
+        runs = [(cmd, "first", fault.allowed(_read(ctx)) if fault else (0,))]
         snapshots, violations = [], []
         for _ in range(3):  # what a user does next, until the sweep finished
             last, views = runs[-1][0], _read(ctx)
@@ -383,12 +383,25 @@ class Fault:
         if self.outage is not None:
             self.outage.join()
 
-    def allowed(self) -> tuple:
+    def allowed(self, views: dict) -> tuple:
+        """The first command's exit statuses for this fault, given the views it left."""
         if not self.injected:
             return (0,)
-        return {"sigint": (0, 130) if self.finished_at_signal else (130,),
-                "sigint2": (0, 130) if self.finished_at_signal else (130,),
+        late = self.signals and self.nothing_ran_after(views, self.signals[0])
+        return {"sigint": (0, 130) if late else (130,),
+                "sigint2": (0, 130) if late else (130,),
                 "kill_driver": (-signal.SIGKILL,), "storage_down": (0, 75)}.get(self.kind, (0,))
+
+    def nothing_ran_after(self, views: dict, at: float) -> bool:
+        """A Ctrl-C with nothing left to stop: the sweep was in its close (sweep.json said
+        finished), or it finished and no trial reported after the signal (Ray's loop had
+        taken its last step, its last safe point; a finished sweep exits 0)."""
+        if self.finished_at_signal:
+            return True
+        meta, rec = views["meta"], views["record"] or {}
+        return (bool(meta) and meta.get("status") == "finished"
+                and all(r.get("reported_at", at) < at
+                        for t in rec.values() for r in t.get("reports", [])))
 
     def needs_sync(self, last: Command) -> bool:
         """The sweep's last command left MLflow behind (its line says so, and names

@@ -209,6 +209,31 @@ def test_fault_checks_ctrl_c_the_tracking_line_and_the_storage_line():
     assert _names(_fault("storage_down").check([_cmd("stopped", 75)], rec, None)) == {"output"}
 
 
+def test_a_ctrl_c_with_nothing_left_to_stop_may_exit_0():
+    """A SIGINT after Ray's loop took its last step finds no safe point: the sweep finishes,
+    exit 0 (chaos --quick seed 7 round 4). Only then: a report after the signal, or a sweep
+    that did not finish, means the Ctrl-C was not taken."""
+    views = _good()
+    for t in views["record"].values():
+        for i, r in enumerate(t["reports"]):
+            r["reported_at"] = 10.0 + i
+    late = _fault("sigint", signals=[30.0])
+    assert late.allowed(views) == (0, 130)
+    assert _names(invariants.check_exit(0, late.allowed(views), "first")) == set()
+    assert _fault("sigint", signals=[12.5]).allowed(views) == (130,)  # trials ran on
+    assert _fault("sigint2", signals=[30.0]).allowed(views) == (0, 130)
+    running = copy.deepcopy(views)
+    running["meta"]["status"] = "running"
+    assert _fault("sigint", signals=[30.0]).allowed(running) == (130,)
+    assert _fault("sigint", signals=[12.5], finished_at_signal=True).allowed(running) == (
+        0, 130)  # the signal found sweep.json finished: the close
+    unstamped = copy.deepcopy(views)
+    del unstamped["record"]["0000"]["reports"][0]["reported_at"]
+    assert _fault("sigint", signals=[30.0]).allowed(unstamped) == (130,)
+    assert _fault("kill_driver").allowed(views) == (-9,)
+    assert _fault("sigint").allowed(views) == (130,)  # no signal sent
+
+
 # --- the plan and the report --------------------------------------------------------------
 def test_the_plan_is_seeded_and_balanced():
     faults = list(chaos.FAULTS)
