@@ -46,7 +46,8 @@ class Cluster:
         self.alive = {OLD: True, NEW: True}
 
     def __call__(self, probe):
-        assert probe <= {OLD, NEW}, probe  # only the nodes of pending restarts are probed
+        # only the nodes of pending restarts are probed (every node for one without a node)
+        assert probe <= {OLD, NEW, restarts.ALL_NODES}, probe
         return dict(self.alive)
 
 
@@ -155,6 +156,49 @@ def test_own_error_at_once_and_the_end_of_a_stage_says_the_rest():
     assert len(said) == 1
     notices.poll(final=True)  # the stage ended before the cluster ruled: what is known
     assert said[-1] == "trial 0005 restarted from step 80: its process died"
+
+
+def test_a_trial_killed_before_its_first_report_with_its_node():
+    """No report, so no node of its own (chaos kill_node as a trial started on the node):
+    a node trials reported from just before, dead now, is where it ran."""
+    cluster = Cluster()
+    notices, said, saved = _notices(cluster)
+    notices.reported("0000", OLD)  # the trial that ran on OLD before it
+    cluster.alive[OLD] = False  # its raylet refuses
+    entry = {"step": 0}
+    notices.add("0003", entry, UNAVAILABLE, _file(str(UNAVAILABLE)), None)
+    assert said == ["trial 0003 restarted from step 0 on another node: its node died"]
+    assert entry["cause"] == "node died" and saved == ["0003"]
+
+
+def test_a_trial_killed_before_its_first_report_on_a_live_cluster():
+    cluster = Cluster()
+    notices, said, _ = _notices(cluster)
+    notices.reported("0000", OLD)
+    notices.add("0004", {"step": 0}, UNAVAILABLE, "", None)
+    assert said == ["trial 0004 restarted from step 0: its process died"]  # every node answers
+
+
+def test_a_node_dead_long_before_is_not_where_a_new_trial_ran():
+    cluster = Cluster()
+    notices, said, _ = _notices(cluster, window_s=30.0)
+    notices.reported("0000", OLD)
+    notices.seen[OLD] -= 100.0  # its last report: long before this failure
+    cluster.alive[OLD] = False
+    notices.add("0005", {"step": 0}, UNAVAILABLE, "", None)
+    assert said == ["trial 0005 restarted from step 0: its process died"]
+
+
+def test_a_trial_without_a_node_waits_while_a_node_does_not_answer():
+    cluster = Cluster()
+    cluster.alive[NEW] = None  # cut off or busy: the trial may have run there
+    notices, said, _ = _notices(cluster)
+    notices.reported("0000", NEW)
+    notices.add("0006", {"step": 0}, UNAVAILABLE, "", None)
+    assert said == []
+    cluster.alive[NEW] = False  # marked dead
+    notices.poll(force=True)
+    assert said == ["trial 0006 restarted from step 0 on another node: its node died"]
 
 
 def test_a_cluster_that_does_not_answer_is_no_error():

@@ -24,6 +24,11 @@ connection: the raylet is gone). The cause is then:
 When the node does not answer either way (cut off, busy), the line waits for the control
 store, checked about once a second from the driver's loop, for `NODE_DEATH_WINDOW_S` at
 most (then: its process died); the end of a stage says what is left with what is known.
+A trial that failed before its first report has no node of its own: then every node is
+looked at, and a node that trials reported from within `NODE_DEATH_WINDOW_S` before the
+failure and that is dead now means its node died (chaos.py's kill_node, the node killed as
+a trial started on it: the line used to say its process died); every node alive and
+answering means its process died.
 
 The record keeps each restart (`TrialRecord.restart_log`: when, the step it restarts from,
 the cause), so the summary, the report and the parent run's figures count them.
@@ -53,6 +58,7 @@ PHRASES = {NODE_DIED: "its node died", PROCESS_DIED: "its process died"}
 NODE_DEATH_WINDOW_S = 45.0  # longer than the cluster takes to mark a dead node (~15-20 s)
 POLL_S = 1.0  # how often pending restarts look at the cluster's nodes
 PROBE_S = 0.3  # a raylet's answer to a connection, seconds
+ALL_NODES = "*"  # in a probe set: ask every node the control store calls alive
 LOG_NAME = "ray-driver.log"
 _NODE_DIED_TEXT = re.compile(r"node\b[^.\n]{0,120}\b(has )?died|raylet died|node is dead",
                              re.IGNORECASE)
@@ -146,6 +152,7 @@ class RestartNotices:
         self.window_s = window_s
         self.pending: list[_Pending] = []
         self._last_poll = 0.0
+        self.seen: dict[str, float] = {}  # node -> when a trial last reported from it
 
     def add(self, key: str, entry: dict, error: BaseException | None, text: str,
             node: str | None) -> None:
@@ -153,7 +160,10 @@ class RestartNotices:
         self.poll(force=True)
 
     def reported(self, key: str, node: str | None) -> None:
-        """The trial reported again (from `node`): where its restart runs."""
+        """The trial reported (from `node`): the node was alive then, and where a pending
+        restart of the trial runs."""
+        if node:
+            self.seen[node] = time.monotonic()
         for p in self.pending:
             if p.key == key and node and p.new_node is None:
                 p.new_node = node
@@ -165,13 +175,17 @@ class RestartNotices:
         if not self.pending or (not force and not final and now - self._last_poll < POLL_S):
             return
         self._last_poll = now
+        probe = {p.node for p in self.pending if p.node}
+        if any(p.node is None for p in self.pending):
+            probe.add(ALL_NODES)
         try:
-            states = self.nodes({p.node for p in self.pending if p.node})
+            states = self.nodes(probe)
         except Exception:  # noqa: BLE001 - a cluster that does not answer: unknown
             states = {}
         for p in list(self.pending):
             # A node the cluster no longer lists is not alive either.
-            node_alive = states.get(p.node, False if states else None) if p.node else None
+            node_alive = (states.get(p.node, False if states else None) if p.node
+                          else self._unknown_node(p, states))
             if node_alive is None and p.new_node and p.new_node == p.node:
                 node_alive = True  # it runs there again: that node is alive
             cause = classify(p.error, p.text, node_alive)
@@ -180,6 +194,17 @@ class RestartNotices:
             if cause is not None:
                 self.pending.remove(p)
                 self._said(p, cause)
+
+    def _unknown_node(self, p: _Pending, states: dict[str, bool | None]) -> bool | None:
+        """A trial that failed before it reported: its node is one of the cluster's. Dead
+        (False) when a node trials reported from shortly before the failure is dead or gone
+        now; alive (True) when every node is alive and answers; else unknown (None)."""
+        if not states:
+            return None
+        recent = [n for n, at in self.seen.items() if at >= p.since - self.window_s]
+        if any(states.get(n, False) is False for n in recent):
+            return False
+        return True if all(v is not None for v in states.values()) else None
 
     def _said(self, p: _Pending, cause: str) -> None:
         if cause == NODE_DIED:
@@ -198,15 +223,16 @@ class RestartNotices:
 def alive_nodes(probe: set[str]) -> dict[str, bool | None]:
     """node id -> alive (True), dead (False) or unknown (None). The cluster's control store
     marks a node dead only after its health checks have failed for a while, so each node in
-    `probe` that it still calls alive is asked directly: its raylet's port refusing a
-    connection means the raylet is gone (False); no answer within PROBE_S, unknown."""
+    `probe` (every node, with ALL_NODES in it) that it still calls alive is asked directly:
+    its raylet's port refusing a connection means the raylet is gone (False); no answer
+    within PROBE_S, unknown."""
     import ray
 
     out: dict[str, bool | None] = {}
     for n in ray.nodes():
         node, alive = n["NodeID"], bool(n.get("Alive"))
         out[node] = alive
-        if alive and node in probe:
+        if alive and (node in probe or ALL_NODES in probe):
             try:
                 socket.create_connection((n["NodeManagerAddress"], n["NodeManagerPort"]),
                                          timeout=PROBE_S).close()
