@@ -73,7 +73,11 @@ def plan(seed: int, rounds: int, faults: list[str], quick: bool) -> list[dict]:
                     "jitter_s": round(rng.uniform(0, 1.0), 2),
                     "gap_s": round(rng.uniform(0.1, 2.0), 2),
                     "outage_s": round(rng.uniform(*m["outage"]), 1),
-                    "mode": rng.choice(["refuse", "blackhole"]), "pick": rng.random()})
+                    "mode": rng.choice(["refuse", "blackhole"]), "pick": rng.random(),
+                    # kill_node: half of the rounds as a trial starts on the node (just
+                    # after one ended there), before it reported (drawn last: the rest of
+                    # a round's spec is as it was before this was added)
+                    "at_start": kind == "kill_node" and rng.random() < 0.5})
     return out
 
 

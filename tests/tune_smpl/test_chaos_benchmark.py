@@ -188,6 +188,19 @@ def test_fault_checks_restarts_told():
     assert _names(_fault("kill_worker").check([_cmd("")], none, None)) == {"restart_told"}
 
 
+def test_a_node_killed_at_a_trials_start_need_not_restart_one():
+    """Killed as the next trial starts there, Ray may not have placed it yet (it then runs
+    elsewhere, no restart); a restart that did happen must still be told."""
+    rec = _good()["record"]
+    at_start = _fault("kill_node", spec={"kind": "kill_node", "at_start": True})
+    assert at_start.check([_cmd("")], rec, None) == []
+    assert _names(_fault("kill_node").check([_cmd("")], rec, None)) == {"restart_told"}
+    rec["0001"]["restarts"] = 1
+    assert _names(at_start.check([_cmd("")], rec, None)) == {"restart_told"}
+    told = "trial 0001 restarted from step 0 on another node: its node died\n"
+    assert at_start.check([_cmd(told)], rec, None) == []
+
+
 def test_fault_checks_ctrl_c_the_tracking_line_and_the_storage_line():
     quick = _fault("sigint", signals=[90.0])
     assert quick.check([_cmd("", 130, end=100.0)], {}, None) == []
@@ -252,6 +265,17 @@ def test_the_plan_is_seeded_and_balanced():
     assert len({r["seed"] for r in plan}) == len(plan)
     short = chaos.plan(7, 4, faults, quick=True)
     assert all(r["outage_s"] <= chaos.MODES[True]["outage"][1] for r in short)
+    # kill_node: some rounds as a trial starts on the node, the others mid-trial; no other
+    # kind has them, and the rest of each round's spec did not move when it was added
+    nodes = [r["at_start"] for r in chaos.plan(7, 20 * len(faults), faults, quick=False)
+             if r["kind"] == "kill_node"]
+    assert 0 < sum(nodes) < len(nodes)
+    assert not any(r["at_start"] for r in plan if r["kind"] != "kill_node")
+    spec = chaos.plan(6, 94, faults, quick=False)[93]  # seed 6's round 93, as it ran
+    assert {k: v for k, v in spec.items() if k != "at_start"} == {
+        "round": 93, "seed": 6000111, "kind": "kill_node", "anchor": "report",
+        "offset_s": 34.72, "reports": 5, "jitter_s": 0.25, "gap_s": 1.14, "outage_s": 52.7,
+        "mode": "blackhole", "pick": 0.3038406892974438}
 
 
 def _line(kind, setup, sweep_s, injected=True, violations=(), round_s=None):
