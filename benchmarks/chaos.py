@@ -9,7 +9,8 @@ Each round runs a short sweep as a user runs it (`tune-smpl tune` in a subproces
 one 0.1-2 s later), `kill_driver` (SIGKILL of the driver's process group), `kill_worker`
 (SIGKILL of a running trial's worker process, its pid from the trial's reports),
 `kill_node` (SIGKILL of the worker node's process group of a two-node `ray start` cluster
-on 127.0.0.1), `tracking_down` (the `mlflow server` the sweep logs to killed for a while,
+on 127.0.0.1: under a running trial, or in half the rounds just after a trial ended there,
+as the next one starts), `tracking_down` (the `mlflow server` the sweep logs to killed for a while,
 then restarted on the same port and store), `storage_down` (the record on a local moto S3
 behind a TCP proxy that stops forwarding for a while). Then `--resume` where the sweep
 stopped (the command again where it stopped before its record existed; `tune-smpl sync`
