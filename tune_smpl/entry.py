@@ -3,8 +3,10 @@
 It imports nothing heavy itself: the command's modules (torch, Ray, MLflow: seconds on a
 2-core CPU) are imported inside `console`, so that a Ctrl-C while they import ends the
 command as every other Ctrl-C does, with one line and status 130, not a KeyboardInterrupt
-traceback and -2 (found by benchmarks/chaos.py: a SIGINT 2.3 s after the start). Nothing has
-been written by then; `main` takes every Ctrl-C after the imports.
+traceback and -2 (found by benchmarks/chaos.py: a SIGINT 2.3 s after the start). While they
+import, the SIGINT handler only counts the Ctrl-C (no KeyboardInterrupt inside native code),
+and it is taken once they are in. Nothing has been written by then; `main` takes every
+Ctrl-C after the imports.
 
 The exit is `os._exit(130)`, not `sys.exit(130)`: after a KeyboardInterrupt caught here,
 the interpreter's normal exit still ended the process by SIGINT (status -2) at some instants
@@ -36,13 +38,22 @@ def ctrl_c_caused(exc: BaseException | None) -> bool:
 
 
 def console() -> None:
+    # While the modules import, a Ctrl-C is only counted: a KeyboardInterrupt raised inside
+    # an import runs through native code (pybind11 turned one into a C++ exception nothing
+    # caught: `terminate called ... KeyboardInterrupt`, exit -6, 0.8 s into `tune` in a
+    # clean clone's test_console), so none is raised there; it is taken once they are in.
+    asked: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: asked.append(signum))
     try:
         from tune_smpl.cli import console as run
     except BaseException as e:
         if not ctrl_c_caused(e):
             raise
+        asked.append(signal.SIGINT)
+    if asked:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while it exits
         print("tune-smpl: interrupted", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(130)
+    signal.signal(signal.SIGINT, previous)
     run()
