@@ -302,14 +302,28 @@ class SweepRecorder(Backfill):
         return closed
 
 
+class TrialRuns:
+    """The run ids of a store's trial runs: the client and the experiment looked up once
+    (MLflow's import and its store's start take 2-4 s on a 2-core CPU, which `export`
+    spends while it reads the record), then one query per trial."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str | None = None):
+        self.client = MlflowClient(tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment_name or DEFAULT_EXPERIMENT)
+        self.experiment_id = None if exp is None else exp.experiment_id
+
+    def run_id(self, sweep_name: str, trial_id: str) -> str | None:
+        """The run id of the trial's child run, or None when the store has none."""
+        if self.experiment_id is None:
+            return None
+        runs = values.search_all(
+            self.client, self.experiment_id,
+            f"tags.sweep_name = {values.quoted(sweep_name, 'sweep_name')} and "
+            f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
+        return runs[0].info.run_id if runs else None
+
+
 def find_trial_run(tracking_uri: str, sweep_name: str, trial_id: str,
                    experiment_name: str | None = None) -> str | None:
     """The run id of a trial's child run, or None when the store has none."""
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment_name or DEFAULT_EXPERIMENT)
-    if exp is None:
-        return None
-    runs = values.search_all(client, exp.experiment_id,
-                        f"tags.sweep_name = {values.quoted(sweep_name, 'sweep_name')} and "
-                        f"tags.trial_id = {values.quoted(trial_id, 'trial_id')}")
-    return runs[0].info.run_id if runs else None
+    return TrialRuns(tracking_uri, experiment_name).run_id(sweep_name, trial_id)

@@ -78,3 +78,39 @@ def test_the_tune_command_holds_no_sweep_logic():
                      if isinstance(n, ast.ImportFrom) and n.module == "tune_smpl"
                      for a in n.names})
     assert ours == ["tune_smpl", "tune_smpl.launch", "tune_smpl.options"], ours
+
+
+# What a command's process imports before it runs (issue 26: torch cost `--resume` 1.5-2 s
+# of start-up on a 2-core CPU, torch and scipy `export` 2.3 s of its 4.4 s): the driver of
+# a sweep never runs a trial, and export, report, sync and ui only read a record.
+_HEAVY = {"torch", "torchvision", "scipy.stats", "sklearn"}
+_COMMANDS = {
+    "the tune driver": ["tune_smpl.cli", "tune_smpl.launch", "tune_smpl.sweep.run",
+                        "tune_smpl.sweep.resume", "tune_smpl.sweep.sync", "trainables"],
+    "export, report, sync, ui": ["tune_smpl.cli", "tune_smpl.commands.export",
+                                 "tune_smpl.sweep.result", "tune_smpl.sweep.finalists",
+                                 "smpl_core", "smpl_core.config"],
+}
+
+
+@pytest.mark.parametrize("what", sorted(_COMMANDS))
+def test_a_command_imports_no_torch_before_it_needs_it(what):
+    import subprocess
+    import sys
+
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in _COMMANDS[what])
+            + f"print(sorted({_HEAVY!r} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]", f"{what} imports {out.strip()}"
+
+
+def test_the_lazy_names_are_still_there():
+    import smpl_core
+    import trainables
+
+    assert smpl_core.fit.__module__ == "smpl_core.loop"
+    assert trainables.load_model.__module__ == "trainables.checkpoint"
+    assert trainables.load_state.__module__ == "trainables.checkpoint"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        smpl_core.nope  # noqa: B018

@@ -2,14 +2,15 @@
 tune_smpl) that calls Ray, and the only one that calls tune.report / tune.get_checkpoint.
 
 `load_model(checkpoint)` rebuilds a trial's evaluated model from its checkpoint alone (no
-dataset, no Ray); checkpoints load with `torch.load(weights_only=True)` only."""
+dataset, no Ray); checkpoints load with `torch.load(weights_only=True)` only.
 
-from trainables.checkpoint import STATE_FILE, load_model, load_state
+Importing it imports no torch (the driver needs none): `load_model` and `load_state` are
+imported from trainables.checkpoint on first use (PEP 562), and trainables.train imports
+torch inside the trial."""
+
+from trainables.names import RESTORE_FIELD, STATE_FILE, TIME_ATTR, evaluation_at
 from trainables.train import (
-    RESTORE_FIELD,
-    TIME_ATTR,
     checkpoint_at,
-    evaluation_at,
     load_checkpoint_state,
     train_smpl,
     with_resources,
@@ -19,3 +20,12 @@ from trainables.train import (
 __all__ = ["RESTORE_FIELD", "STATE_FILE", "TIME_ATTR", "checkpoint_at", "evaluation_at",
            "load_checkpoint_state", "load_model", "load_state", "train_smpl",
            "with_resources", "write_checkpoint"]
+_CHECKPOINT = ("load_model", "load_state")
+
+
+def __getattr__(name: str):
+    if name in _CHECKPOINT:
+        from trainables import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module 'trainables' has no attribute {name!r}")

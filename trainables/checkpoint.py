@@ -30,8 +30,8 @@ import torch
 
 from smpl_core.errors import ConfigError
 from smpl_core.uri import is_uri
+from trainables.names import STATE_FILE
 
-STATE_FILE = "state.pt"
 MODEL_INFO = "model_info"
 _NDARRAY = "__ndarray__"  # the tag of a numpy array stored as bytes
 

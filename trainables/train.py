@@ -11,12 +11,16 @@ deterministic for a given config and share (a retry from the checkpoint fails th
 The checkpoint file holds tensors and plain types only and is read back with
 `torch.load(weights_only=True)` (trainables.checkpoint): a file in a sweep's storage never
 runs code. It carries `model_info`, so `load_model` rebuilds the evaluated model from it alone.
+
+torch and smpl_core's loop are imported where a trial runs, not when this module is: the
+driver imports it (`with_resources` hands Ray `train_smpl`) and never runs a trial, and
+torch cost it 1.5-2 s of start-up on a 2-core CPU before a `--resume` reached a trial
+(issue 26).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import resource
 import tempfile
@@ -25,24 +29,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from smpl_core.config import SMPLConfig
-from smpl_core.loop import fit
 from smpl_core.uri import is_uri
-from trainables.checkpoint import STATE_FILE, load_state, save_state
+from trainables.names import RESTORE_FIELD, STATE_FILE, TIME_ATTR, evaluation_at
 
-# Tune config entries that are not SMPLConfig fields (set by tune_smpl's sweep ledger).
-RESTORE_FIELD = "restore_from"  # a checkpoint folder (path or URI) a resumed trial continues
-TIME_ATTR = "evaluation"  # reports so far, counted from step 0 across restarts and resumes
 STORAGE_RETRY_ENV = "TUNE_SMPL_STORAGE_RETRY_S"  # tune_smpl.sweep.record_writer's bound
 log = logging.getLogger(__name__)
-
-
-def evaluation_at(step: int, eval_every: int) -> int:
-    """TIME_ATTR of a report at `step`: the loop evaluates every `eval_every` steps and at
-    its last step, so a run of `steps` steps reports evaluation_at(steps, eval_every) times."""
-    return math.ceil(step / eval_every)
 
 
 def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
@@ -60,6 +52,8 @@ def with_resources(cpus: float, gpus: float, memory_gb: float | None = None):
 def load_checkpoint_state(checkpoint) -> dict:
     """The `smpl_core` state inside a Tune checkpoint (also used by export and MLflow):
     tensors and plain types only (weights_only); any other pickled object is refused."""
+    from trainables.checkpoint import load_state
+
     with checkpoint.as_directory() as d:
         return load_state(Path(d) / STATE_FILE)
 
@@ -67,6 +61,8 @@ def load_checkpoint_state(checkpoint) -> dict:
 def write_checkpoint(run_state: dict, folder: str | os.PathLike) -> None:
     """Write the state `fit` reported (with its `model_info`, which rebuilds the evaluated
     model) into `folder` as the trial's checkpoint."""
+    from trainables.checkpoint import save_state
+
     save_state(run_state, os.path.join(folder, STATE_FILE))
 
 
@@ -108,6 +104,7 @@ def _load_retrying(checkpoint) -> dict:
 def _placement(cfg: SMPLConfig) -> tuple[SMPLConfig, dict[str, Any]]:
     """Device, CPU threads and CUDA memory cap from the resources Ray gave this trial."""
     import ray
+    import torch
     from ray import tune
 
     resources = tune.get_context().get_trial_resources().required_resources
@@ -161,6 +158,8 @@ def _cap_memory(cfg: SMPLConfig, memory_bytes: float):
 
 
 def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
     if isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return True
     text = str(e)  # torch's CPU allocator raises a plain RuntimeError
@@ -169,7 +168,10 @@ def _is_out_of_memory(e: BaseException) -> bool:
 
 
 def train_smpl(config: dict[str, Any]) -> None:
+    import torch
     from ray import tune
+
+    from smpl_core.loop import fit
 
     names = set(SMPLConfig.field_names())
     cfg = SMPLConfig.from_dict({k: v for k, v in config.items() if k in names})

@@ -23,7 +23,6 @@ from smpl_core.uri import is_uri
 from trainables import evaluation_at
 from tune_smpl.options import TuneOptions
 from tune_smpl.plan import prepare
-from tune_smpl.report.publish import publish
 from tune_smpl.sweep import cluster, summary
 from tune_smpl.sweep.prior import describe as describe_prior
 from tune_smpl.sweep.record import SweepStatus
@@ -153,8 +152,12 @@ def _best_model(result):
 
 def _publish(result, mlflow, settings) -> None:
     """The report (of the SweepResult the sweep returned) into the sweep's folder and onto
-    the parent run; prints where it is."""
+    the parent run; prints where it is. The report's modules (plotly, matplotlib, Optuna's
+    visualisations with scipy and scikit-learn: 2.7 s on a 2-core CPU) are imported here, at
+    the sweep's end, not before its first trial (issue 26)."""
     try:
+        from tune_smpl.report.publish import publish
+
         for line in publish(result.record, mlflow, settings.storage_path, result):
             print(line)
     except Exception as e:  # noqa: BLE001 - the sweep's result stands without its report

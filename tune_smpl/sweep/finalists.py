@@ -23,8 +23,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from scipy import stats as scipy_stats
-
 from tune_smpl.sweep.outcome import METRIC, SCORED, Outcome, best, rank, score
 from tune_smpl.sweep.record import TrialRecord
 
@@ -120,6 +118,8 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float, flo
     if n < 2:
         return mean, 0.0, mean, mean
     sd = statistics.stdev(values)
+    from scipy import stats as scipy_stats  # 0.7 s to import: only when a CI is drawn
+
     half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return mean, sd, mean - half, mean + half
 

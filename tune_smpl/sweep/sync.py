@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import trainables
 from mlflow_tracking import SweepRecorder
-from trainables import load_model
 from tune_smpl.sweep.record import SweepRecord, SweepStatus, TrialRecord
 from tune_smpl.sweep.result import SweepResult
 from tune_smpl.sweep.settings import SweepSettings
@@ -55,7 +55,7 @@ def best_model(result: SweepResult):
     if uri is None:
         return None
     try:
-        return load_model(uri)
+        return trainables.load_model(uri)  # torch is imported here, not with this module
     except Exception as e:  # noqa: BLE001 - a damaged or missing checkpoint costs the model
         log.warning("best model of sweep %s not loaded from %s: %s", result.record.name,
                     uri, e)
