@@ -14,10 +14,12 @@ import statistics
 # The driver's steps a window splits its CPU into: (key, label). Keys are what a results
 # line holds, labels what the table prints.
 PARTS = (
-    ("ask", "study: ask (TPE's proposal, the study read)"),
+    ("ask", "study: ask (the new trial; TPE proposes at its first suggest)"),
     ("tell", "study: tell"),
     ("proposer", "study: who proposes (the trials listed)"),
-    ("study_other", "study: params, user attrs, intermediate values"),
+    # Optuna samples a trial's relative params (multivariate TPE's proposal) at its first
+    # suggest, inside the ledger's define-by-run, not in ask: that is most of this part.
+    ("study_other", "study: TPE's proposal, params, user attrs, intermediate values"),
     ("record_put", "record: trial.json as text (driver)"),
     ("record_write", "record: file writes (writer thread)"),
     ("mlflow_put", "MLflow: queued (driver)"),
