@@ -10,6 +10,7 @@ import posixpath
 import sys
 import time
 from itertools import islice
+from typing import Any
 
 from ray.tune import Callback, Stopper
 
@@ -107,7 +108,9 @@ class ProgressLine(Callback):
         self.tally = Tally()
         self._t0 = time.monotonic()
         self._last_counts, self._last_print, self._last_width = "", 0.0, 0
-        self._ray_seen, self._ray_known, self._ray_live = 0, set(), {}
+        self._ray_seen = 0  # the length of Ray's list of trials at the last look
+        self._ray_known: set[str] = set()  # the ids of Ray's trials taken in
+        self._ray_live: dict[str, Any] = {}  # id -> Ray's trial, for those not ended
 
     def _running(self, trials) -> set[str | None]:
         """The keys of the Ray trials that are RUNNING. A trial TERMINATED or in ERROR stays
