@@ -64,7 +64,9 @@ def window(starts: list[float], k: int, slots: int, half: int
            ) -> tuple[float, float, int, int] | None:
     """The window "around trial k" of a run whose trials started at `starts` (sorted):
     from the start of trial lo to the start of trial hi (1-based numbers, returned with
-    the times), 2 x `half` trials centred on k where the run has them. It begins after the
+    the times), 2 x `half` trials centred on k where the run has them, else the last 2 x
+    `half` up to k (around the last trial, as wide as the others: a cost that comes every
+    few seconds, as Ray's experiment state, weighs alike in each). It begins after the
     first `slots` starts, which all come at once (no trial has ended yet), so at 16 slots
     "around trial 10" is trials 17-27. None where the run has no such trials."""
     i = k - 1
@@ -72,6 +74,7 @@ def window(starts: list[float], k: int, slots: int, half: int
         return None
     lo = max(slots, i - half)
     hi = min(len(starts) - 1, lo + 2 * half)
+    lo = max(slots, min(lo, hi - 2 * half))
     if hi <= lo:
         return None
     return starts[lo], starts[hi], lo + 1, hi + 1

@@ -247,3 +247,23 @@ def test_ray_auth_mode_is_set_only_for_the_ray_started_here(monkeypatch):
     assert "RAY_AUTH_MODE" not in os.environ
     info = cluster.connect(None, num_cpus=2)
     assert info.started_here and seen[-1] == (None, "disabled")
+
+
+def test_rays_experiment_state_is_saved_rarely_unless_the_user_says(monkeypatch):
+    """Ray's experiment state grows with the trials (41 MB at trial 1,000) and nothing of
+    the sweep reads it, so Ray saves it every 300 s, not every 10 s; a user's
+    TUNE_GLOBAL_CHECKPOINT_S stands."""
+    import ray
+
+    from tune_smpl.sweep import cluster
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: None)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2}}])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("TUNE_GLOBAL_CHECKPOINT_S", raising=False)
+    cluster.connect(None, num_cpus=2)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "300"
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "auto")
+    cluster.connect(None, num_cpus=2)
+    assert os.environ["TUNE_GLOBAL_CHECKPOINT_S"] == "auto"

@@ -33,7 +33,8 @@ def test_sweep_figures_from_the_trials_clocks():
 def test_the_window_around_a_trial_starts_after_the_first_wave():
     starts = [float(i) for i in range(30)]
     assert fig.window(starts, 10, 2, 5) == (4.0, 14.0, 5, 15)
-    assert fig.window(starts, 30, 2, 5) == (24.0, 29.0, 25, 30)
+    # around the last trial, as wide as the others: the last 10 up to it
+    assert fig.window(starts, 30, 2, 5) == (19.0, 29.0, 20, 30)
     # 16 slots: the first 16 start at once, so "around trial 10" is trials 17-27
     assert fig.window(starts, 10, 16, 5) == (16.0, 26.0, 17, 27)
     assert fig.window(starts, 31, 2, 5) is None  # the run has no trial 31
