@@ -109,7 +109,10 @@ def test_s3_outage_under_then_past_the_bound_then_resume(s3, tmp_path):  # noqa:
     # The bound: past the first outage with the S3 client's own retries of a write cut
     # while in flight (a write that had not returned 6 s after the outage began once
     # stopped the sweep during the first outage), short of a long test.
-    env = {**_env("s3o"), "TUNE_SMPL_STORAGE_RETRY_S": "15"}
+    # Ray's periodic save of its experiment state every 10 s (300 s is the sweep's default:
+    # cluster.connect), so that Ray's own writes fail in the outage too and their messages
+    # are seen to go to Ray's log file, not the terminal.
+    env = {**_env("s3o"), "TUNE_SMPL_STORAGE_RETRY_S": "15", "TUNE_GLOBAL_CHECKPOINT_S": "10"}
     sets = sum((["--set", s] for s in ("steps=120", "eval_every=10", "batch_size=16", "mu=2",
                                        "val_size=100")), [])
     cmd = [sys.executable, "-m", "tune_smpl", "tune", "--storage-path", via, "--tracking-uri",
