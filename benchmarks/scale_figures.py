@@ -72,9 +72,8 @@ def window(starts: list[float], k: int, slots: int, half: int
     i = k - 1
     if i >= len(starts):
         return None
-    lo = max(slots, i - half)
-    hi = min(len(starts) - 1, lo + 2 * half)
-    lo = max(slots, min(lo, hi - 2 * half))
+    hi = min(len(starts) - 1, max(slots, i - half) + 2 * half)
+    lo = max(slots, hi - 2 * half)
     if hi <= lo:
         return None
     return starts[lo], starts[hi], lo + 1, hi + 1
