@@ -14,9 +14,11 @@ finished by `--resume`, and a time budget that cuts a warm-started sweep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
+import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
@@ -447,6 +449,23 @@ def _start_warm(tmp_path: Path, tag: str, name: str, path: str, *extra: str):
                      "--max-concurrent", "2", *extra)
 
 
+def _study_written(sweep: Path) -> bool:
+    """The study file holds the rebuilt study with the prior's trials: a resume rebuilds
+    optuna.db on its mirror's thread (study_mirror.py), so a driver killed before that
+    thread caught up leaves a file the next --resume rebuilds (a view, by design), and a
+    kill meant to test the file waits for it."""
+    db = sweep / "optuna.db"
+    if not db.exists():  # read only: Optuna's load_study would make the file itself
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            (n,) = con.execute("SELECT count(*) FROM trials JOIN studies USING (study_id) "
+                               "WHERE study_name = ?", (sweep.name,)).fetchone()
+    except sqlite3.Error:  # no tables yet, or the thread holds the lock
+        return False
+    return n >= ADDED
+
+
 def _kept_prior(sweep: Path, planned: dict, status: str) -> dict:
     """After a stop: sweep.json says how the sweep stopped and still has its warm start,
     prior.json is the prior the sweep started with, and the study file holds it. Returns
@@ -551,8 +570,8 @@ def test_killed_driver_of_a_warm_started_sweep_resumes_without_the_prior_sweep(l
     asked, seen = len(snapshots[-1]), views.report_count(sweep)
 
     def moved_on() -> bool:  # a new trial asked (a report, if every trial was asked)
-        return (len(views.record(sweep)) > asked if asked < SAMPLES
-                else views.report_count(sweep) > seen)
+        return ((len(views.record(sweep)) > asked if asked < SAMPLES
+                 else views.report_count(sweep) > seen) and _study_written(sweep))
 
     kill_when(start_cli(tmp_path, "wk", "--name", "wk", "--resume"), moved_on)
 
