@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from mlflow_fake_sweep import TRIALS, check_fake_sweep, run_fake_sweep
 
 from mlflow_tracking import SweepRecorder, find_trial_run
+from mlflow_tracking import recorder as recorder_module
 from mlflow_tracking.values import to_metrics
 
 
@@ -85,15 +86,19 @@ def _count_searches(rec, monkeypatch) -> list:
     return calls
 
 
-def test_a_new_trial_costs_no_search_and_a_resume_lists_the_children_once(
+def test_a_new_trial_costs_no_search_and_a_resume_searches_a_few_then_lists_once(
         store_uri, experiment, monkeypatch):
     """Issue 26: a search for the child run of each new trial was a query over every child
     run of the sweep (quadratic in its size). A new parent has no children; a reopened one
-    lists them once, and each trial is then found, or created, without a search."""
+    finds its first LIST_AFTER trials one query each (a listing of 1,000 runs is 1.9 s of
+    CPU), then lists the children once, and each trial is then found, or created, without
+    a search."""
+    monkeypatch.setattr(recorder_module, "LIST_AFTER", 2)
     rec = SweepRecorder(store_uri, "many", experiment_name=experiment)
     rec.start_sweep({}, "")
     calls = _count_searches(rec, monkeypatch)
-    made = {k: rec.open_trial(k, k, {"lr": 0.1}, "running") for k in ("0000", "0001", "0002")}
+    keys = ("0000", "0001", "0002", "0003")
+    made = {k: rec.open_trial(k, k, {"lr": 0.1}, "running") for k in keys}
     for k in made:
         rec.trial_reported(k, {"val_accuracy": 0.5}, step=10)
         rec.trial_ended(k, "completed")
@@ -103,12 +108,37 @@ def test_a_new_trial_costs_no_search_and_a_resume_lists_the_children_once(
     again.start_sweep({}, "", resume=True)
     calls = _count_searches(again, monkeypatch)
     assert again.open_trial("0001", "0001", {"lr": 0.1}, "running", 1) == made["0001"]
-    new = again.open_trial("0003", "0003", {"lr": 0.2}, "running")
+    new = again.open_trial("0004", "0004", {"lr": 0.2}, "running")  # none yet: a new run
+    assert len(calls) == 2 and all("trial_id" in c for c in calls)  # one query each
     assert again.open_trial("0002", "0002", {"lr": 0.1}, "running", 1) == made["0002"]
-    assert len(calls) == 1 and "trial_id" not in calls[0]  # one listing of the children
-    ids = sorted(r.info.run_id for r in _runs(store_uri, experiment)
-                 if r.data.tags.get("run_kind") == "trial")
-    assert ids == sorted([*made.values(), new])  # none twice
+    assert len(calls) == 3 and "trial_id" not in calls[2]  # then one listing of them all
+    assert again.open_trial("0003", "0003", {"lr": 0.1}, "running", 1) == made["0003"]
+    again.open_trial("0005", "0005", {"lr": 0.2}, "running")
+    assert len(calls) == 3
+    trials = [r for r in _runs(store_uri, experiment) if r.data.tags.get("run_kind") == "trial"]
+    assert sorted(r.data.tags["trial_id"] for r in trials) == [f"000{i}" for i in range(6)]
+    assert new in {r.info.run_id for r in trials}  # none twice, the new one among them
+
+
+def test_where_the_runs_are_known_a_new_trial_is_opened_without_a_search(
+        store_uri, experiment, monkeypatch):
+    """expect_runs (the last command left MLflow complete): a trial not among them is new,
+    opened with no query; one among them is still found (not made twice)."""
+    rec = SweepRecorder(store_uri, "known", experiment_name=experiment)
+    rec.start_sweep({}, "")
+    old = rec.open_trial("0000", "0000", {"lr": 0.1}, "running")
+    rec.trial_ended("0000", "interrupted")
+    again = SweepRecorder(store_uri, "known", experiment_name=experiment)
+    again.start_sweep({}, "", resume=True)
+    again.expect_runs(["0000"])
+    calls = _count_searches(again, monkeypatch)
+    for k in ("0001", "0002", "0003"):
+        again.open_trial(k, k, {"lr": 0.2}, "running")
+    assert calls == []
+    assert again.open_trial("0000", "0000", {"lr": 0.1}, "running", 1) == old
+    assert len(calls) == 1
+    trials = [r for r in _runs(store_uri, experiment) if r.data.tags.get("run_kind") == "trial"]
+    assert sorted(r.data.tags["trial_id"] for r in trials) == ["0000", "0001", "0002", "0003"]
 
 
 def test_a_trial_run_made_by_a_create_that_failed_is_found_not_made_twice(

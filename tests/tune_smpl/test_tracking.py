@@ -55,6 +55,7 @@ def test_every_method_reaches_the_recorder_with_its_own_signature(recorder, monk
     tracking.tag_trial("0000", trial_status="running", ray_node_id="n1")
     tracking.trial_reported("0000", {"val_accuracy": 0.5}, 10)
     tracking.trial_ended("0000", "completed")
+    tracking.expect_runs(["0000", "0001", "0002"])  # the record's trials (none is new)
     # a run the record finished but MLflow never heard of (a driver killed in between)
     tracking.reconcile([_trial("0001", "early_stopped"), _trial("0002")])
     tracking.sync_sweep({"num_samples": 2, "seed": 3}, "lr: {}\n", resumes=1)
@@ -65,10 +66,11 @@ def test_every_method_reaches_the_recorder_with_its_own_signature(recorder, monk
                        best={"trial_id": "0000", "config": done.config})
     assert tracking.drain(60) and not tracking.behind
     tracking.stop()
-    exercised = {"open_trial", "tag_trial", "trial_reported", "trial_ended", "reconcile",
+    exercised = {"open_trial", "tag_trial", "trial_reported", "trial_ended", "expect_runs",
+                 "reconcile",
                  "sync_sweep", "log_report", "end_sweep", "drain", "stop"}
     assert _public(Tracking) == exercised  # a new method needs a line here
-    assert set(called) <= _public(SweepRecorder) and "sync_trial" in called
+    assert set(called) <= _public(SweepRecorder) and {"sync_trial", "expect_runs"} <= set(called)
 
     client = MlflowClient(recorder.tracking_uri)
     runs = {r.data.tags.get("trial_id", "parent"): r for r in client.search_runs(

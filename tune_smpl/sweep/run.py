@@ -45,7 +45,7 @@ from tune_smpl.sweep.study import (
     study_file,
 )
 from tune_smpl.sweep.study_mirror import StudyMirror
-from tune_smpl.sweep.sync import to_reconcile
+from tune_smpl.sweep.sync import mlflow_complete, to_reconcile
 from tune_smpl.sweep.tracking import Tracking
 from tune_smpl.sweep.tuner import build_finalist_tuner, build_tuner
 
@@ -104,6 +104,8 @@ def run_sweep(record: SweepRecord, base: SMPLConfig, space: dict, settings: Swee
                     sampler=settings.sampler, n_startup=n_startup, steps=base.steps,
                     deadline=deadline, tracking=tracking, restore=restore, finalists=runs,
                     n_prior=n_prior, mirror=mirror)
+    if mlflow_complete(meta, tracking.uri):
+        tracking.expect_runs(t.key for t in trials + runs)
     tracking.reconcile(to_reconcile(meta, tracking.uri, trials + runs, settled))
     meta.update(status=str(SweepStatus.RUNNING), runs=meta["runs"] + 1)
     record.save_meta(meta)

@@ -126,13 +126,19 @@ def mark_complete(record: SweepRecord, uri: str | None) -> None:
         log.info("sweep %s: MLflow's completeness not recorded: %s", record.name, e)
 
 
+def mlflow_complete(meta: dict, uri: str | None) -> bool:
+    """The last command run ended with MLflow at `uri` holding all the record had then
+    (mark_complete), and so a run only for a trial the record has."""
+    return meta.get(COMPLETE) == {"runs": meta["runs"], "uri": uri}
+
+
 def to_reconcile(meta: dict, uri: str | None, trials: list[TrialRecord],
                  changed: list[TrialRecord]) -> list[TrialRecord]:
     """The trials whose MLflow runs a command starting now makes match the record: all of
     them, unless the last command run ended with MLflow at `uri` complete (mark_complete;
     a killed driver or a server that stayed away never marks it): then those it left
     unfinished and those the record has `changed` since (resume.settle_done)."""
-    if meta.get(COMPLETE) != {"runs": meta["runs"], "uri": uri}:
+    if not mlflow_complete(meta, uri):
         return trials
     keys = {t.key for t in changed}
     return [t for t in trials if not t.finished or t.key in keys]

@@ -89,6 +89,11 @@ class Tracking:
     def trial_ended(self, key: str, outcome: str, error: str | None = None) -> None:
         self._call(SweepRecorder.trial_ended, trial_id=key, status=outcome, error=error)
 
+    def expect_runs(self, keys: Iterable[str]) -> None:
+        """MLflow holds runs for these trials only (sync.mlflow_complete): the others, the
+        trials this command creates among them, are opened without a search for a run."""
+        self._call(SweepRecorder.expect_runs, trial_ids=list(keys))
+
     def reconcile(self, trials: Iterable) -> None:
         """Each trial's run made to match its record (the backfill): a driver killed, or a
         server away, left runs behind the record; a missing run is created, missing
