@@ -188,7 +188,7 @@ class SweepRecorder(Backfill):
             self._have_steps[trial_id] = self._steps(run)
         self._runs[trial_id] = run_id
         cfg, params, problem = values.config_params(config)
-        changed = values.log_new_params(self.client, run_id, params)
+        changed = values.log_new_params(self.client, run_id, params, run.data.params)
         if changed:
             log.warning("trial %s reopened with changed config %s; MLflow keeps the first "
                         "values", trial_id, ", ".join(changed))

@@ -95,12 +95,15 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def log_new_params(client: MlflowClient, run_id: str, params: Mapping[str, str]) -> list[str]:
-    """Log the params the run lacks; return the names whose recorded value differs.
+def log_new_params(client: MlflowClient, run_id: str, params: Mapping[str, str],
+                   existing: Mapping[str, str] | None = None) -> list[str]:
+    """Log the params the run lacks (`existing`, the run's params, read here if not
+    given); return the names whose recorded value differs.
 
     MLflow refuses to change a logged param, so a reopened run keeps its first values.
     """
-    existing = client.get_run(run_id).data.params
+    if existing is None:
+        existing = client.get_run(run_id).data.params
     new = [Param(k, v) for k, v in params.items() if k not in existing]
     for batch in chunks(new, MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=batch)

@@ -167,3 +167,21 @@ def test_a_large_sweeps_curves_are_the_best_twenty_over_a_band_of_all(sweep):
     small = types.SimpleNamespace(trials=written[:30], ranked=rank(written[:30]))
     drawn, band = SweepView.curves(small)
     assert band == [] and [t.key for t, _ in drawn] == [t.key for t in written[:30] if curve(t)]
+
+
+def test_the_importance_plot_of_a_large_sweep_is_optunas_plot_of_every_trial(sweep):
+    """The importance plot reads its hover text from a small study (SweepView.knob_study:
+    Optuna's plot deep-copies every trial once per knob); the figure is Optuna's plot of
+    the study of every measured trial with the same importances, to the byte."""
+    import optuna.visualization as ov
+
+    from tune_smpl.report import interactive
+    from tune_smpl.report.data import load_view
+
+    _, record, _, _ = sweep
+    view = load_view(record)
+    assert view.importance and len(view.knob_study().trials) < 5 < len(view.values)
+    full = interactive._quiet(ov.plot_param_importances, view.value_study(),
+                              evaluator=interactive._Computed(view.importance),
+                              target_name="val_accuracy")
+    assert interactive.importance(view).to_json() == full.to_json()

@@ -92,6 +92,20 @@ class SweepView:
         self.extra["value_study"] = study
         return study
 
+    def knob_study(self) -> optuna.Study:
+        """The first measured trials of value_study that carry every knob's distribution,
+        all that the importance plot reads from its study when it is handed the
+        importances: Optuna's plot takes `study.trials` (a deep copy of every trial) once
+        per knob for its hover text, 0.6 s at 1,000 trials."""
+        study = optuna.create_study(study_name=self.name, direction="maximize")
+        _name_metric(study)
+        seen: set[str] = set()
+        for t in self.value_study().get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if set(t.distributions) - seen:
+                study.add_trial(t)
+                seen |= set(t.distributions)
+        return study
+
     def diagnosed(self) -> list[TrialRecord]:
         """The best trials that report the feedback diagnostics (smpl runs do)."""
         return [t for t in self.ranked

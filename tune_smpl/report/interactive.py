@@ -82,7 +82,7 @@ class _Computed(optuna.importance.BaseImportanceEvaluator):
 def importance(view: SweepView) -> go.Figure | None:
     if view.importance is None:
         return None
-    return _quiet(ov.plot_param_importances, view.value_study(),
+    return _quiet(ov.plot_param_importances, view.knob_study(),
                   evaluator=_Computed(view.importance), target_name=METRIC)
 
 
