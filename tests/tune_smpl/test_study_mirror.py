@@ -89,3 +89,43 @@ def test_a_write_refused_midway_stops_the_file_there(tmp_path, monkeypatch):
     kept = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'b.db'}")
     assert [t.state for t in kept.get_trials()] == [TrialState.RUNNING]  # up to the refusal
     assert [t.value for t in study.get_trials()] == [0.3, 0.4]  # the memory went on
+
+
+def test_the_files_writes_take_at_most_their_share_of_a_core_until_close(tmp_path,
+                                                                         monkeypatch):
+    """After each write the thread waits 1/SHARE - 1 times the CPU the write took (a
+    rebuild of 1,000 trials is 12 s of CPU, which took a core from a resumed sweep's first
+    trials); close lifts the wait, and the file still gets every write. Each write is made
+    to take 10 s of the thread's CPU, on a clock of the test's: the thread then waits 30 s
+    after its first write, until close."""
+    import itertools
+    import threading
+    import time
+
+    from tune_smpl.sweep import study_mirror
+
+    ticks = itertools.count()
+    monkeypatch.setattr(study_mirror.time, "thread_time", lambda: next(ticks) * 10.0)
+    waits: list[tuple[float, bool]] = []
+
+    class Recorded(threading.Event):
+        def wait(self, timeout=None):
+            waits.append((timeout, self.is_set()))
+            return super().wait(timeout)
+
+    db = tmp_path / "optuna.db"
+    mirror = StudyMirror(db)
+    mirror._closing = Recorded()  # before any write reaches the thread
+    study = optuna.create_study(study_name="s", storage=mirror, direction="maximize")
+    _drive(study, random.Random(2), 6)
+    deadline = time.monotonic() + 30
+    while not waits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert waits == [(pytest.approx(10.0 * (1 / study_mirror.SHARE - 1)), False)]
+    assert mirror.pending > 10  # the rest waits behind it
+    t0 = time.monotonic()
+    assert mirror.close(60) and mirror.error is None
+    assert time.monotonic() - t0 < 20 and all(lifted for _, lifted in waits[1:])
+    got = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").get_trials()
+    assert [_view(t) for t in got] == [_view(t) for t in study.get_trials()]
