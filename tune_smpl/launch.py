@@ -121,15 +121,18 @@ def close(result, settings, mlflow) -> int:
     Exit 130 when interrupted, 1 when no trial gave a measurement, else 0; 75 (EX_TEMPFAIL)
     when the record's storage failed (its one line instead of the summary: the record
     would not back one)."""
-    def catch_up():
-        if line := finish(mlflow, result.record, settings.storage_path, lambda: STOP.hurried):
+    def catch_up(mark: bool = True):
+        if line := finish(mlflow, result.record, settings.storage_path, lambda: STOP.hurried,
+                          mark=mark):
             print(line, flush=True)
 
     if result.storage_failure is not None:
         print(summary.storage_line(result, settings), file=sys.stderr, flush=True)
         mlflow.end_sweep(**end_args(result))
+        # Not marked complete: MLflow may have a trial whose record write was lost, and
+        # a resumed sweep trusts the mark to open a trial the record lacks without a search.
         with contextlib.suppress(OSError):  # a backfill reads the record: maybe not now
-            catch_up()
+            catch_up(mark=False)
         return EX_TEMPFAIL
     if result.status == SweepStatus.INTERRUPTED:  # a Ctrl-C now is only counted (stop.py)
         summary.print_interrupted(result, settings)

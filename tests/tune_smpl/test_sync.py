@@ -17,7 +17,15 @@ from tests.tune_smpl.conftest import free_port
 from tune_smpl.sweep.record import SweepRecord, TrialRecord
 from tune_smpl.sweep.settings import SweepSettings
 from tune_smpl.sweep.storage import SweepStorage
-from tune_smpl.sweep.sync import COMPLETE, finish, mark_complete, result_of, sync, to_reconcile
+from tune_smpl.sweep.sync import (
+    COMPLETE,
+    finish,
+    mark_complete,
+    mlflow_complete,
+    result_of,
+    sync,
+    to_reconcile,
+)
 from tune_smpl.sweep.tracking import Tracking
 
 # key -> (outcome, reports): val_accuracy at steps 10, 20, ...
@@ -104,6 +112,21 @@ def test_finish_backfills_what_a_writer_behind_dropped(tmp_path):
     assert _points(uri) == _want()
     assert not tracking.behind
     assert record.meta()[COMPLETE] == {"runs": 2, "uri": uri}  # complete at run 2's end
+
+
+def test_finish_after_the_records_storage_failed_leaves_mlflow_unmarked(tmp_path):
+    """A resumed sweep trusts the mark to open a trial the record lacks without a search
+    (SweepRecorder.expect_runs); after the record's storage failed MLflow may hold a trial
+    whose record write was lost, so the end that catches MLflow up does not mark it, and
+    the next resume's mlflow_complete is False."""
+    record = _record(tmp_path)
+    uri = f"sqlite:///{tmp_path}/live.db"
+    recorder = SweepRecorder(uri, "hand")
+    recorder.start_sweep({"num_samples": 3}, "lr: {}\n")
+    tracking = Tracking(recorder, "hand")
+    tracking.open_trial(record.trials()[0])
+    assert finish(tracking, record, "runs", hurried=lambda: False, mark=False) is None
+    assert COMPLETE not in record.meta() and not mlflow_complete(record.meta(), uri)
 
 
 def test_a_resume_reconciles_every_trial_unless_mlflow_was_complete_at_the_last_end(tmp_path):

@@ -145,12 +145,15 @@ def to_reconcile(meta: dict, uri: str | None, trials: list[TrialRecord],
 
 
 def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
-           hurried: Callable[[], bool], timeout_s: float = CLOSE_WAIT_S) -> str | None:
+           hurried: Callable[[], bool], timeout_s: float = CLOSE_WAIT_S,
+           mark: bool = True) -> str | None:
     """The end of a command's MLflow writes: wait (`timeout_s` in all; more while the
     writes go through, writer.Writer.drain) for the writer to make them; if it fell behind
     (a write dropped or left), queue the backfill and wait for it in the time left. None
     when MLflow has everything; else the line to print, naming the command that fills it
-    in. `hurried()` (a second Ctrl-C): no wait at all."""
+    in. `hurried()` (a second Ctrl-C): no wait at all. `mark`: a complete MLflow is
+    marked so in the record (mark_complete); not after the record's storage failed, when
+    MLflow may hold a trial whose record write was lost."""
     if tracking.recorder is None or tracking.writer is None:  # one comes with the other
         return None
     start = time.monotonic()
@@ -167,7 +170,8 @@ def finish(tracking: Tracking, record: SweepRecord, storage_path: str,
     complete = not left and not tracking.behind
     tracking.stop()
     if complete:
-        mark_complete(record, tracking.uri)
+        if mark:
+            mark_complete(record, tracking.uri)
         return None
     fill_in = (f"`tune-smpl sync {record.name} --storage-path {shlex.quote(storage_path)}` "
                f"(or --resume) fills it in from the record")
