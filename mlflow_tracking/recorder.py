@@ -268,12 +268,11 @@ class SweepRecorder(Backfill):
         if self._searched < LIST_AFTER:
             self._searched += 1
             return self._search_child(parent, trial_id)
-        if self._listed != parent:
-            for run in values.search_all(self.client, self._experiment(),
-                                         f"tags.`{PARENT_ID_TAG}` = '{parent}'"):
-                if "trial_id" in run.data.tags:  # newest first: the newest run of a trial
-                    self._runs.setdefault(run.data.tags["trial_id"], run.info.run_id)
-            self._listed = parent
+        for run in values.search_all(self.client, self._experiment(),
+                                     f"tags.`{PARENT_ID_TAG}` = '{parent}'"):
+            if "trial_id" in run.data.tags:  # newest first: the newest run of a trial
+                self._runs.setdefault(run.data.tags["trial_id"], run.info.run_id)
+        self._listed = parent
         return self._runs.get(trial_id)
 
     def _search_child(self, parent: str, trial_id: str) -> str | None:
