@@ -209,7 +209,8 @@ def main(argv=None) -> int:
                 print(f"{spec['arm']} {spec['storage'] or ''} N={spec['n']} C={spec['c']}: "
                       + (f"wall {line['wall_s']:.1f} s = {line['wall_over_ideal']:.2f}x "
                          f"ideal, gap median {line['gap_median_s']:.2f} s, largest "
-                         f"{line['gap_max_s']:.2f} s" if line["rc"] == 0 else
+                         f"{line['gap_max_s']:.2f} s at {line['gap_max_at_s']:.0f} s"
+                         if line["rc"] == 0 else
                          f"failed (exit {line['rc']}): {line['error'][-500:]}"), flush=True)
         finally:
             work.close()

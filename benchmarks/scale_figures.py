@@ -53,11 +53,14 @@ def sweep_figures(t0: float, t1: float, spans: list[tuple[float, float]],
     busy = sum(e - s for s, e in spans)
     gaps = [starts[k] - ends[k - slots] for k in range(slots, len(starts))] or [0.0]
     ideal = busy / slots
+    worst = max(range(len(gaps)), key=gaps.__getitem__)
     return {"wall_s": t1 - t0, "ideal_s": ideal, "wall_over_ideal": (t1 - t0) / ideal,
             "trials": len(spans), "trial_s": busy / len(spans),
             "startup_s": starts[0] - t0, "end_s": t1 - ends[-1],
             "slot_use": busy / (slots * (ends[-1] - starts[0])),
-            "gap_median_s": statistics.median(gaps), "gap_max_s": max(gaps)}
+            "gap_median_s": statistics.median(gaps), "gap_max_s": gaps[worst],
+            # where the largest gap fell: its start, s after the first trial's start
+            "gap_max_at_s": starts[worst + slots] - starts[0] if len(starts) > slots else 0.0}
 
 
 def window(starts: list[float], k: int, slots: int, half: int

@@ -27,6 +27,7 @@ def test_sweep_figures_from_the_trials_clocks():
     assert f["ideal_s"] == 10.0 and f["wall_over_ideal"] == 2.5
     assert f["startup_s"] == 10.0 and f["end_s"] == pytest.approx(2.25)
     assert f["gap_median_s"] == 0.5 and f["gap_max_s"] == 1.0
+    assert f["gap_max_at_s"] == 5.0  # the fourth start, 5 s after the first
     assert f["slot_use"] == pytest.approx(20.0 / (2 * 12.75)) and f["trials"] == 5
 
 
