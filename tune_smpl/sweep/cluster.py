@@ -77,10 +77,10 @@ def connect(address: str | None, num_cpus: int | None = None,
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Ray's experiment state (every trial's state and last result, 41 MB at trial 1,000)
     # is saved every 10 s by default, a cost that grows with the trials (about 35 ms of
-    # driver CPU a trial at trial 1,000, issue 26); saved every 300 s instead, each save
-    # still held the driver's loop for 1-1.7 s at 500-1,000 trials, the sweep's largest gap
-    # between trials. Nothing reads it: `--resume` starts from the record, not from
-    # Tuner.restore. So Ray saves it only at the sweep's end (a forced save).
+    # driver CPU a trial at trial 1,000, issue 26); saved every 300 s, each save still
+    # held Ray's loop while it wrote (the likely cause of a 1.65 s gap between trials 298 s
+    # into a 1,000-trial sweep). Nothing reads it: `--resume` starts from the record, not
+    # from Tuner.restore. So Ray saves it only at the sweep's end (its forced save).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "inf")
     # Ray's newer console output prints its own headers even at verbose=0; the progress
     # line of tune_smpl.progress replaces it.
