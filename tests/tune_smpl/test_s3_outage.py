@@ -110,9 +110,9 @@ def test_s3_outage_under_then_past_the_bound_then_resume(s3, tmp_path):  # noqa:
     # while in flight (a write that had not returned 6 s after the outage began once
     # stopped the sweep during the first outage; with 15 s, once more, with another test
     # file running beside this one on two pytest-xdist workers), short of a long test.
-    # Ray's periodic save of its experiment state every 10 s (the sweep's default is none, only at the end:
-    # cluster.connect), so that Ray's own writes fail in the outage too and their messages
-    # are seen to go to Ray's log file, not the terminal.
+    # Ray's periodic save of its experiment state every 10 s (the sweep's default saves it
+    # only at the end: cluster.connect), so that Ray's own writes fail in the outage too
+    # and their messages are seen to go to Ray's log file, not the terminal.
     env = {**_env("s3o"), "TUNE_SMPL_STORAGE_RETRY_S": "30", "TUNE_GLOBAL_CHECKPOINT_S": "10"}
     sets = sum((["--set", s] for s in ("steps=120", "eval_every=10", "batch_size=16", "mu=2",
                                        "val_size=100")), [])
