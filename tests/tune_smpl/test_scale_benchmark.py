@@ -115,6 +115,13 @@ def test_tables_mark_each_goal():
     assert goals["largest gap <= 2 s (N largest, C=2)"].endswith("| **not met** |")
     assert goals["driver CPU per trial at trial N <= 1.5x at trial 10"].endswith(
         "| 2.00 | **not met** |")
+    # context beside it: the same less the study's part around TPE's proposal (here 50 ms
+    # at trial 1,000, none at trial 10): 150 / 100 ms
+    line = _line(1000)
+    line["driver"]["1000"]["parts"]["study_other"] = 0.05
+    context = [r for r in scale.tables([line]).splitlines() if r.startswith(
+        "| (the same less TPE's proposal")]
+    assert len(context) == 1 and context[0].endswith("| local, C=2, N=1000 | 1.50 | - |")
     # the goal is the first new trial's start (16 s), not the first resumed one's (12 s)
     assert goals["resume: first new trial <= 15 s (local)"].endswith("| 16.00 | **not met** |")
     assert goals["report <= 30 s"].endswith("| **not met** |")
