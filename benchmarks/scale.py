@@ -344,6 +344,20 @@ def split_table(line: dict) -> list[str]:
     return out
 
 
+def end_table(line: dict) -> list[str]:
+    """The end of one sweep, from its last report: Ray's fit returning, then each step."""
+    end = line.get("end")
+    if not end:
+        return []
+    out = [f"the end of the N={line['n']} sweep ({_f(line.get('end_s'), '{:.1f}')} s from "
+           f"its last report to the exit; nested steps count in the step around them too):",
+           "", "| step | n | wall s | CPU s |", "|---|---|---|---|",
+           f"| Ray's Tuner.fit returns | 1 | {_f(end['fit_s'], '{:.2f}')} | - |"]
+    for label, a in sorted(end["steps"].items(), key=lambda kv: -kv[1]["s"]):
+        out.append(f"| {label} | {a['n']} | {a['s']:.2f} | {a['cpu_s']:.2f} |")
+    return out
+
+
 def goal_values(line: dict) -> dict:
     ws = line.get("driver") or {}
     ks = sorted(ws, key=int)
@@ -399,6 +413,7 @@ def tables(lines: list[dict]) -> str:
                 f"{min(loads):.2f}-{max(loads):.2f})", ""]
         out += sweep_table(by_n, gs.get(("plain", c))) + [""]
         out += split_table(by_n[max(by_n)]) + [""]
+        out += end_table(by_n[max(by_n)]) + [""]
     failed = [ln for ln in lines if ln.get("rc") != 0]
     out += ["### goals", ""] + goals_table(tune)
     out += [f"- failed: {ln['arm']} {ln['storage']} N={ln['n']} C={ln['c']} (exit {ln['rc']})"

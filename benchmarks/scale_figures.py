@@ -128,6 +128,21 @@ def driver_split(events: list, samples: list, lo: float, hi: float, trials: int)
             "rss_mb": max(rss) / 1024}
 
 
+def end_split(events: list, last_report: float) -> dict:
+    """What a sweep's end is made of, from its last trial's last report: `fit_s`, until
+    Ray's `Tuner.fit` returned; then per timed step that started after that report, its
+    count, wall and CPU seconds (nested steps count in the step around them too)."""
+    fits = [e[3] for e in events if e[0] == "Tuner.fit"]
+    steps: dict[str, dict] = {}
+    for label, _main, t0, t1, cpu in events:
+        if t0 >= last_report and label != "Tuner.fit":
+            a = steps.setdefault(label, {"n": 0, "s": 0.0, "cpu_s": 0.0})
+            a["n"] += 1
+            a["s"] += t1 - t0
+            a["cpu_s"] += cpu
+    return {"fit_s": max(fits) - last_report if fits else None, "steps": steps}
+
+
 def checkpoints(sizes: list[int], n: int) -> list[int]:
     """The trials a sweep of n is looked at around: the sizes up to n."""
     return [k for k in sorted(sizes) if k <= n]

@@ -56,6 +56,12 @@ TIMED = [
     ("tune_smpl.sweep.callbacks", "ProgressLine.on_step_end", "progress line"),
     ("tune_smpl.sweep.callbacks", "LedgerCallback.on_step_end", "notices"),
     ("tune_smpl.launch", "close", "end: summary, MLflow, report"),
+    # inside it (and the best model, read on MLflow's writer thread)
+    ("tune_smpl.sweep.summary", "print_finished", "end: summary"),
+    ("tune_smpl.sweep.tracking", "Tracking.end_sweep", "end: MLflow parent run's end queued"),
+    ("tune_smpl.launch", "_best_model", "end: best model read (MLflow's writer thread)"),
+    ("tune_smpl.launch", "_publish", "end: report drawn and queued"),
+    ("tune_smpl.launch", "finish", "end: MLflow's writes waited for"),
     ("ray", "shutdown", "Ray shutdown"),
 ]
 STARTUP_STEPS = ("plan (the record read, the checks)", "Ray start", "MLflow parent run",
@@ -265,6 +271,7 @@ def run_sweep(work: Work, storage: str, n: int, c: int, sets: list[str], checkpo
             "gaps_around": fig.gaps_around(spans, checkpoints, c, half),
             "driver": fig.driver_windows(got["events"], got["samples"], starts, checkpoints, c,
                                          half),
+            "end": fig.end_split(got["events"], max(e for _, e in spans)),
             "peak_rss_mb": got["peak_rss_kb"] / 1024,
             "sizes": sizes(record_of(root, name), folder),
             "outcomes": _count(t.outcome for t in trials), "events": len(got["events"])}

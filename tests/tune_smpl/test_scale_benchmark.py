@@ -69,6 +69,21 @@ def test_driver_split_takes_the_nested_steps_out():
     assert got["ledger_wall_s"] == pytest.approx(0.25) and got["rss_mb"] == 600
 
 
+def test_end_split_takes_the_steps_after_the_last_report():
+    events = [("Tuner.fit", True, 1.0, 20.0, 5.0), ("ledger", True, 9.0, 9.1, 0.1),
+              ("mlflow write", False, 20.5, 21.0, 0.25),
+              ("end: report drawn and queued", True, 21.0, 24.0, 2.5),
+              ("mlflow write", False, 22.0, 23.0, 0.25)]
+    end = fig.end_split(events, 18.0)  # the last report at 18 s; Ray's fit returned at 20
+    assert end["fit_s"] == 2.0
+    assert set(end["steps"]) == {"end: report drawn and queued", "mlflow write"}
+    assert end["steps"]["mlflow write"] == {"n": 2, "s": 1.5, "cpu_s": 0.5}
+    table = scale.end_table({"n": 8, "end_s": 6.0, "end": end})
+    assert table[0].startswith("the end of the N=8 sweep (6.0 s from its last report")
+    assert table[4] == "| Ray's Tuner.fit returns | 1 | 2.00 | - |"
+    assert table[5] == "| end: report drawn and queued | 1 | 3.00 | 2.50 |"  # longest first
+
+
 def test_plan_skips_what_the_results_file_has(tmp_path):
     args = scale.parse_args(["--quick"])
     assert (args.sizes, args.slots, args.storages, args.checkpoints) == ([8], [2], ["local"],
@@ -171,6 +186,10 @@ def test_quick_run_writes_its_lines_tables_and_figure(tmp_path):
         assert "### local, C=2 slots" in text and "### goals" in text
         assert "| wall / ideal |" in text and "| plain Optuna: wall / ideal |" in text
         assert "driver CPU per trial (ms) around trial k of the N=8 sweep:" in text
+        assert "the end of the N=8 sweep" in text
+    assert tune["end"]["fit_s"] > 0
+    assert {"end: summary, MLflow, report", "end: summary", "end: report drawn and queued",
+            "end: MLflow's writes waited for", "Ray shutdown"} <= set(tune["end"]["steps"])
     assert png.read_bytes()[:4] == b"\x89PNG"
 
     again = subprocess.run(argv, cwd=tmp_path, env=cli_env("scale2"), capture_output=True,
