@@ -388,14 +388,15 @@ def goals_table(tune_groups: dict) -> list[str]:
             if any({"c": c, "storage": storage}[k] != v for k, v in where.items()):
                 continue
             n = max(by_n)
-            v = goal_values(by_n[n]).get(figure)
+            values = goal_values(by_n[n])
+            v = values.get(figure)
             met = "-" if v is None else ("met" if v <= bound else "**not met**")
             note = "" if n >= 1000 else f" (N={n}: the goal is for N=1000)"
             out.append(f"| {label} | {storage}, C={c}, N={n}{note} | {_f(v)} | {met} |")
             if figure == "driver_ratio":
                 out.append(f"| (the same less TPE's proposal, params, attrs: context, not "
                            f"a goal) | {storage}, C={c}, N={n} | "
-                           f"{_f(goal_values(by_n[n]).get('driver_ratio_no_tpe'))} | - |")
+                           f"{_f(values.get('driver_ratio_no_tpe'))} | - |")
     return out
 
 
