@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -77,7 +79,6 @@ def test_load_splits_moons():
         assert len(i) == 1 and raw.y_train[i[0]] == y
 
 
-
 @pytest.mark.parametrize("n, noise, seed", [(2000, 0.1, 0), (1000, 0.1, 1), (7, 0.3, 5),
                                             (1, 0.0, 2)])
 def test_make_moons_is_scikit_learns_to_the_bit(n, noise, seed):
@@ -91,14 +92,12 @@ def test_make_moons_is_scikit_learns_to_the_bit(n, noise, seed):
 
 def test_moons_imports_no_scikit_learn():
     """A trial on moons starts without scikit-learn (about 1 s of CPU per process)."""
-    import subprocess
-    import sys
-
     code = ("import sys; from smpl_core import datasets; datasets.moons(); "
             "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
 
 # --- CIFAR-10 -------------------------------------------------------------------------------------
 
